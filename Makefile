@@ -1,0 +1,52 @@
+# SecureTranscribe — the commands the README names.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := ffmpeg sox espeak-ng libharfbuzz-subset0 fonts-dejavu-core fonts-noto-core fonts-noto-cjk \
+	poppler-utils chromium postgresql redis-server
+
+.PHONY: setup install models system-deps run demo test test-fast lint bench clean help
+
+help:
+	@echo "make setup     create .venv, install pinned requirements, fetch and verify model files"
+	@echo "make run       start the product (see README)"
+	@echo "make test      the full test suite (real models, real audio)"
+	@echo "make lint      ruff"
+	@echo "make bench     speed benchmark on the 20-minute corpus file"
+
+setup: install models  ## venv + install + model files
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+
+models: $(BIN)/python
+	$(BIN)/securetranscribe models fetch
+	$(BIN)/securetranscribe models verify
+
+system-deps:  ## Debian packages for decoding tests, PDF fonts, browser tests, PostgreSQL/Redis tests (root)
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
+
+run:
+	$(BIN)/securetranscribe transcribe "$$($(BIN)/python -c 'import pyannote.audio, pathlib; print(pathlib.Path(pyannote.audio.__file__).parent / "sample" / "sample.wav")')" --out data/outbox/sample
+
+test:
+	$(BIN)/pytest
+
+test-fast:
+	$(BIN)/pytest -m "not slow"
+
+lint:
+	$(BIN)/ruff check tasks tests benchmarks dags plugins
+
+bench:
+	$(BIN)/python benchmarks/speed.py
+
+clean:
+	rm -rf .pytest_cache artifacts

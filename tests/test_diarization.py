@@ -1,0 +1,94 @@
+"""Offline diarization with real pyannote models on real conversations."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks import audio
+from tasks.diarization import diarize
+from tasks.evaluation import diarization_scores, read_rttm, read_uem
+from tests.conftest import corpus_file
+
+
+def test_pyannote_sample_two_speakers_without_hint(pyannote_sample, tiny_settings):
+    result = diarize(audio.decode(pyannote_sample), tiny_settings)
+    scores = diarization_scores(read_rttm(pyannote_sample.with_suffix(".rttm")), result.turns, collar=0.25)
+    assert scores["hyp_speakers"] == 2
+    assert scores["der"] <= 0.10, scores
+    assert result.device == "cpu"
+    assert set(result.timings) >= {"segmentation", "embeddings", "clustering"}
+    # exclusive turns never overlap
+    ex = sorted(result.exclusive, key=lambda t: t.start)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(ex, ex[1:]))
+
+
+def test_speaker_count_hints_are_honoured(pyannote_sample, tiny_settings):
+    waveform = audio.decode(pyannote_sample)
+    assert len(diarize(waveform, tiny_settings, num_speakers=3).speakers) == 3
+    assert len(diarize(waveform, tiny_settings, max_speakers=1).speakers) == 1
+
+
+def test_ami_excerpts_mean_der_is_reported(ami_files, tiny_settings, capsys):
+    rows = []
+    for path in ami_files:
+        result = diarize(audio.decode(path), tiny_settings)
+        scores = diarization_scores(read_rttm(path.with_suffix(".rttm")), result.turns,
+                                    uem=read_uem(path.with_suffix(".uem")), collar=0.25)
+        rows.append((path.name, scores))
+        assert 0.0 <= scores["der"] <= 2.0
+    mean = float(np.mean([s["der"] for _, s in rows]))
+    with capsys.disabled():
+        print("\nAMI diarization (collar 0.25, no hint):")
+        for name, s in rows:
+            print(f"  {name:12s} DER {s['der']:.3f}  speakers ref {s['ref_speakers']} hyp {s['hyp_speakers']}")
+        print(f"  mean DER {mean:.3f}")
+    assert mean < 1.0
+
+
+def test_silence_has_no_speakers(tiny_settings):
+    result = diarize(audio.decode(corpus_file("speech/empty.wav")), tiny_settings)
+    assert result.turns == [] and result.speakers == []
+
+
+def test_injected_oom_falls_back_to_cpu_and_is_recorded(pyannote_sample, tiny_settings):
+    result = diarize(audio.decode(pyannote_sample), tiny_settings.replace(fault_oom_diarization=True))
+    outcomes = [(a.outcome, a.batch_size, a.cpu_fallback) for a in result.attempts]
+    assert outcomes[-1] == ("ok", 1, True)
+    assert [o for o, _, _ in outcomes[:-1]] == ["oom"] * (len(outcomes) - 1)
+    assert [b for _, b, _ in outcomes[:-1]][:3] == [32, 16, 8]
+    assert len(result.speakers) == 2
+
+
+def test_fbank_front_end_matches_kaldi(tiny_settings):
+    from torchaudio.compliance.kaldi import fbank
+
+    from tasks.diarization.embedding import CamPlusPlusEmbedding, kaldi_fbank
+
+    model = CamPlusPlusEmbedding()
+    wave = torch.from_numpy(audio.decode(corpus_file("speech/jfk.flac"))[: 16000 * 3]).unsqueeze(0)
+    ours = kaldi_fbank(wave, model.mel_banks, model.window)[0]
+    ref = fbank(wave, num_mel_bins=80, dither=0.0, sample_frequency=16000)
+    assert torch.allclose(ours, ref, atol=1e-3)
+
+
+def test_campplus_separates_speakers(pyannote_sample, tiny_settings):
+    """Same-speaker embeddings are closer than cross-speaker ones on the real sample."""
+    from tasks.diarization.embedding import CamPlusPlusEmbedding
+
+    ckpt = Path(tiny_settings.models_dir) / "campplus" / "campplus_cn_en_common.pt"
+    model = CamPlusPlusEmbedding(str(ckpt))
+    waveform = torch.from_numpy(audio.decode(pyannote_sample))
+    turns = [t for t in read_rttm(pyannote_sample.with_suffix(".rttm")) if t.end - t.start > 2.0]
+    speakers = sorted({t.speaker for t in turns})
+    assert len(speakers) == 2
+    clips = {s: [t for t in turns if t.speaker == s][:2] for s in speakers}
+    emb = {}
+    with torch.inference_mode():
+        for s, ts in clips.items():
+            emb[s] = [torch.nn.functional.normalize(model(waveform[int(t.start * 16000): int(t.end * 16000)]
+                                                          .reshape(1, 1, -1)), dim=-1)[0] for t in ts]
+    a, b = speakers
+    same = float(emb[a][0] @ emb[a][1])
+    cross = float(emb[a][0] @ emb[b][0])
+    assert same > cross + 0.2, (same, cross)
