@@ -86,6 +86,8 @@ class Settings:
     """Longer inputs are rejected with a clear reason."""
     log_text: bool = False
     """Debug only: allow transcript text in logs."""
+    metrics_url: str | None = None
+    """SQLAlchemy URL of the metrics database; unset: SQLite file ``<home>/metrics.db``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -141,6 +143,10 @@ class Settings:
     @property
     def work(self) -> Path:
         return self.home / "work"
+
+    @property
+    def metrics_database_url(self) -> str:
+        return self.metrics_url or f"sqlite:///{self.home / 'metrics.db'}"
 
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables (for child processes)."""
