@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..files import atomic_write_bytes
 from ..result import Transcript
@@ -17,6 +19,21 @@ _REGISTRY: dict[str, type[Writer]] = {}
 
 
 @dataclass(frozen=True)
+class SubtitleOptions:
+    """Limits for SRT and WebVTT cues (broadcast-style defaults)."""
+
+    max_chars: int = 42
+    """Characters per line (East Asian wide characters count as two)."""
+    max_lines: int = 2
+    max_duration: float = 7.0
+    """Longest cue in seconds; longer speech is split at word boundaries."""
+    min_duration: float = 1.0
+    """Shortest cue in seconds, reached only where the next cue leaves room."""
+    max_gap: float = 1.5
+    """A pause longer than this between two words starts a new cue."""
+
+
+@dataclass(frozen=True)
 class ExportOptions:
     """Per-run export choices."""
 
@@ -24,10 +41,55 @@ class ExportOptions:
     """Display names, e.g. {"SPEAKER_00": "Diane"}; applied by every format."""
     csv_bom: bool = False
     """Write CSV with a UTF-8 byte-order mark (for spreadsheet programs)."""
+    title: str = "Transcript"
+    """Document title (PDF, DOCX, Markdown)."""
+    date: str | None = None
+    """Date shown in documents; default: the time of export."""
+    subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
 
     def speaker(self, label: str | None) -> str:
+        """The display name of a speaker label (whitespace collapsed; the label when no name is set)."""
         label = label or "SPEAKER_00"
-        return self.speaker_names.get(label, label)
+        name = " ".join(str(self.speaker_names.get(label) or "").split())
+        return name or label
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any] | None) -> ExportOptions:
+        """Options from a DAG-run conf / JSON object: ``speaker_names`` (a mapping or a mapping file), ``csv_bom``,
+        ``title``, ``date``, ``subtitles`` (a mapping of :class:`SubtitleOptions` fields)."""
+        conf = dict(conf or {})
+        names = conf.get("speaker_names") or {}
+        if isinstance(names, (str, Path)):
+            names = load_speaker_names(names)
+        if not isinstance(names, Mapping):
+            raise ValueError(f"speaker_names must map labels to names, got {type(names).__name__}")
+        kwargs: dict[str, Any] = {"speaker_names": {str(k): str(v) for k, v in names.items()}}
+        if "csv_bom" in conf:
+            kwargs["csv_bom"] = bool(conf["csv_bom"])
+        for key in ("title", "date"):
+            if conf.get(key):
+                kwargs[key] = str(conf[key])
+        if conf.get("subtitles"):
+            kwargs["subtitles"] = SubtitleOptions(**conf["subtitles"])
+        return cls(**kwargs)
+
+
+def load_speaker_names(path: str | Path) -> dict[str, str]:
+    """A speaker-name mapping file: a JSON object, or ``SPEAKER_00=Diane`` lines (``#`` comments)."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("{"):
+        data = json.loads(text)
+        return {str(k): str(v) for k, v in data.items()}
+    names: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        label, sep, name = line.partition("=")
+        if not sep or not label.strip():
+            raise ValueError(f"{path}:{number}: expected SPEAKER_LABEL=Name, got {line!r}")
+        names[label.strip()] = name.strip()
+    return names
 
 
 @dataclass
@@ -41,6 +103,15 @@ class ExportResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class ExportError(RuntimeError):
+    """One format failed; the message names the format and the cause."""
+
+    def __init__(self, format: str, reason: str):
+        super().__init__(f"{format} export failed: {reason}")
+        self.format = format
+        self.reason = reason
 
 
 class Writer(ABC):
@@ -77,8 +148,11 @@ def available() -> list[str]:
 
 def write_format(transcript: Transcript, out_dir: Path, stem: str, key: str,
                  options: ExportOptions | None = None) -> list[Path]:
-    """Write one format; raises on failure (the DAG maps one task per format)."""
-    return get_writer(key).write(transcript, Path(out_dir), stem, options or ExportOptions())
+    """Write one format; raises :class:`ExportError` naming the format and the cause (one DAG task per format)."""
+    try:
+        return get_writer(key).write(transcript, Path(out_dir), stem, options or ExportOptions())
+    except Exception as exc:
+        raise ExportError(key, f"{type(exc).__name__}: {exc}") from exc
 
 
 def write_formats(transcript: Transcript, out_dir: Path, stem: str, keys: list[str] | tuple[str, ...],
@@ -89,6 +163,7 @@ def write_formats(transcript: Transcript, out_dir: Path, stem: str, keys: list[s
         try:
             results.append(ExportResult(key, write_format(transcript, out_dir, stem, key, options)))
         except Exception as exc:
-            log.error("export %s failed: %s: %s", key, type(exc).__name__, exc)
-            results.append(ExportResult(key, error=f"{type(exc).__name__}: {exc}"))
+            reason = exc.reason if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
+            log.error("%s export failed: %s", key, reason)
+            results.append(ExportResult(key, error=reason))
     return results

@@ -1,0 +1,159 @@
+"""What the document formats (PDF, DOCX, Markdown) share: the summary, speaker colours, paragraphs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from ..result import Segment, Transcript
+from .base import ExportOptions
+
+# Distinct colours that stay readable as text on white (darkened Tableau/Okabe-Ito hues).
+PALETTE = (
+    "#1f5fa8", "#c0392b", "#1e8449", "#7d3c98", "#b9570b",
+    "#0e7c86", "#a0306f", "#6e4b3a", "#4d5d1f", "#5d6d7e",
+)
+
+PARAGRAPH_MAX_S = 60.0
+"""A speaker's paragraph is cut at the next segment boundary after this long, so timestamps stay frequent."""
+PARAGRAPH_GAP_S = 8.0
+"""A pause this long inside one speaker's speech starts a new paragraph."""
+
+
+def clock(seconds: float) -> str:
+    """``hh:mm:ss`` (floored, never negative)."""
+    total = max(0, int(seconds))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def span(seconds: float) -> str:
+    """A human duration: ``1 h 02 min``, ``3 min 07 s``, ``12.5 s``."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    total = round(seconds)
+    h, m, s = total // 3600, total % 3600 // 60, total % 60
+    return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
+
+
+@dataclass
+class SpeakerInfo:
+    label: str
+    name: str
+    colour: str
+    seconds: float
+    share: float
+    """Fraction (0–1) of all talk time."""
+
+
+@dataclass
+class Paragraph:
+    start: float
+    end: float
+    label: str
+    name: str
+    colour: str
+    text: str
+
+
+@dataclass
+class Document:
+    """The content of a transcript document, independent of the output format."""
+
+    title: str
+    file: str
+    date: str
+    duration: str
+    language: str
+    model: str
+    speakers: list[SpeakerInfo] = field(default_factory=list)
+    paragraphs: list[Paragraph] = field(default_factory=list)
+
+    @property
+    def details(self) -> list[tuple[str, str]]:
+        return [("File", self.file), ("Date", self.date), ("Duration", self.duration),
+                ("Language", self.language), ("Model", self.model), ("Speakers", str(len(self.speakers)))]
+
+
+def speaker_order(transcript: Transcript) -> list[str]:
+    """Speaker labels: the transcript's list, then any other label found in segments or turns."""
+    order = list(transcript.speakers)
+    for label in [s.speaker or "SPEAKER_00" for s in transcript.segments] + [t.speaker for t in transcript.turns]:
+        if label not in order:
+            order.append(label)
+    return order
+
+
+def speaker_colours(transcript: Transcript) -> dict[str, str]:
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(speaker_order(transcript))}
+
+
+def paragraphs(transcript: Transcript, options: ExportOptions) -> list[Paragraph]:
+    """Consecutive segments of one speaker joined, cut after long pauses or every minute or so."""
+    colours = speaker_colours(transcript)
+    out: list[Paragraph] = []
+    for seg in transcript.segments:
+        label = seg.speaker or "SPEAKER_00"
+        text = seg.text.strip()
+        if not text:
+            continue
+        last = out[-1] if out else None
+        if (last and last.label == label and seg.start - last.end < PARAGRAPH_GAP_S
+                and seg.start - last.start < PARAGRAPH_MAX_S):
+            last.text = f"{last.text} {text}"
+            last.end = max(last.end, seg.end)
+        else:
+            out.append(Paragraph(seg.start, seg.end, label, options.speaker(label), colours[label], text))
+    return out
+
+
+def language_name(code: str | None) -> str:
+    if not code:
+        return "not detected"
+    try:
+        from babel import Locale  # optional, only for a nicer name
+
+        return f"{Locale.parse(code).english_name} ({code})"
+    except Exception:
+        return code
+
+
+def document(transcript: Transcript, options: ExportOptions) -> Document:
+    """Everything a PDF/DOCX/Markdown transcript shows."""
+    talk = transcript.speaker_durations()
+    total = sum(talk.values())
+    colours = speaker_colours(transcript)
+    speakers = [
+        SpeakerInfo(label, options.speaker(label), colours[label], talk.get(label, 0.0),
+                    talk.get(label, 0.0) / total if total > 0 else 0.0)
+        for label in speaker_order(transcript)
+    ]
+    model = transcript.model or "unknown"
+    if transcript.device:
+        model += f" on {transcript.device}"
+    return Document(
+        title=options.title,
+        file=Path(str(transcript.source.get("file") or "unknown")).name,
+        date=options.date or datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(),
+        duration=f"{clock(transcript.duration)} ({span(transcript.duration)})",
+        language=language_name(transcript.language),
+        model=model,
+        speakers=speakers,
+        paragraphs=paragraphs(transcript, options),
+    )
+
+
+def segment_words(seg: Segment) -> list[tuple[float, float, str]]:
+    """(start, end, text) per word; words spread evenly over the segment when it has no word times."""
+    words = [(w.start, w.end, w.text) for w in seg.words if w.text.strip()]
+    if words or not seg.text.strip():
+        return words
+    tokens = seg.text.split()
+    length = sum(len(t) + 1 for t in tokens)
+    out, t = [], seg.start
+    for tok in tokens:
+        d = (seg.end - seg.start) * (len(tok) + 1) / length
+        out.append((t, t + d, " " + tok))
+        t += d
+    return out
