@@ -1,0 +1,49 @@
+"""CSV: one row per segment (``<stem>.csv``) and one row per word (``<stem>.words.csv``).
+
+Times are seconds with millisecond precision; UTF-8, optionally with a byte-order mark for spreadsheet programs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from ..result import Transcript
+from .base import ExportOptions, Writer, register
+from .common import segment_words
+
+SEGMENT_COLUMNS = ("start", "end", "speaker", "text")
+WORD_COLUMNS = ("start", "end", "speaker", "word", "probability")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[object, ...]], bom: bool) -> bytes:
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8-sig" if bom else "utf-8")
+
+
+def _t(seconds: float) -> str:
+    return f"{max(0.0, seconds):.3f}"
+
+
+@register
+class CsvWriter(Writer):
+    key = "csv"
+    description = "segments and words as CSV tables"
+
+    def render(self, transcript: Transcript, options: ExportOptions) -> dict[str, bytes]:
+        segments = [(_t(s.start), _t(s.end), options.speaker(s.speaker), s.text.strip()) for s in transcript.segments]
+        words: list[tuple[object, ...]] = []
+        for seg in transcript.segments:
+            if seg.words:
+                words += [(_t(w.start), _t(w.end), options.speaker(w.speaker or seg.speaker), w.text.strip(),
+                           f"{w.probability:.4f}") for w in seg.words if w.text.strip()]
+            else:
+                words += [(_t(a), _t(b), options.speaker(seg.speaker), text.strip(), "")
+                          for a, b, text in segment_words(seg)]
+        return {
+            ".csv": _table(SEGMENT_COLUMNS, segments, options.csv_bom),
+            ".words.csv": _table(WORD_COLUMNS, words, options.csv_bom),
+        }
