@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="describe an input file (JSON)")
     p.add_argument("audio", type=Path)
+
+    r = sub.add_parser("report", help="summary of the metrics database (timings, real-time factors, failures)")
+    r.add_argument("--since", help="7d, 12h, 30m, or an ISO date/datetime")
+    r.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    r.add_argument("--plot", type=Path, metavar="OUT.png", help="also write a PNG plot")
+    r.add_argument("--url", help="metrics database URL (default: SECURETRANSCRIBE_METRICS_URL or <home>/metrics.db)")
     return parser
 
 
@@ -151,6 +157,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .metrics.report import run
+
+    print(run(args.url or Settings.from_env().metrics_database_url, args.since, args.format, args.plot), end="")
+    if args.plot:
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -159,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.verbose == 0:
         warnings.filterwarnings("ignore")
-    handlers = {"transcribe": cmd_transcribe, "models": cmd_models, "probe": cmd_probe}
+    handlers = {"transcribe": cmd_transcribe, "models": cmd_models, "probe": cmd_probe, "report": cmd_report}
     try:
         return handlers[args.command](args)
     except InputError as exc:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text
+from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, or_, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -289,10 +289,15 @@ class MetricsStore:
         run_ids: Iterable[str] | None = None,
         status: str | None = None,
     ) -> list[FileRecord]:
-        """Files (newest activity first) with their stage attempts."""
+        """Files (most recently written first) with their stage attempts; ``since``: files with a stage
+        started since then (files without stages: written since then)."""
         query = select(*FileRun.__table__.c).order_by(FileRun.updated_at.desc(), FileRun.run_id)
-        if since is not None:
-            query = query.where(FileRun.updated_at >= since)
+        if since is not None:  # processed since: a stage started since, or (no stages) written since
+            staged = select(StageAttempt.run_id)
+            query = query.where(or_(
+                FileRun.run_id.in_(staged.where(StageAttempt.start >= since)),
+                and_(FileRun.updated_at >= since, FileRun.run_id.not_in(staged)),
+            ))
         if run_ids is not None:
             query = query.where(FileRun.run_id.in_(list(run_ids)))
         if status is not None:
