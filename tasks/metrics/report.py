@@ -14,9 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from .store import MetricsStore
+from .store import MetricsStore, stage_sort_key
 
-STAGE_ORDER = ("decode", "plan", "transcribe", "diarize", "merge", "export", "exports")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -58,10 +57,6 @@ def frames(store: MetricsStore, since: datetime | None = None) -> tuple[pd.DataF
             if col in frame:
                 frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
     return files, attempts
-
-
-def _stage_sort_key(stage: str) -> tuple[int, str]:
-    return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
 
 
 def build(store: MetricsStore, since: datetime | None = None) -> Report:
@@ -110,7 +105,7 @@ def build(store: MetricsStore, since: datetime | None = None) -> Report:
                 "peak_gpu_mb": g["peak_gpu_mb"].max(),
             })
         stages = pd.DataFrame(rows)
-        stages = stages.iloc[sorted(range(len(stages)), key=lambda i: _stage_sort_key(stages["stage"].iloc[i]))]
+        stages = stages.iloc[sorted(range(len(stages)), key=lambda i: stage_sort_key(stages["stage"].iloc[i]))]
         stages = stages.reset_index(drop=True).round(2)
     else:
         overall.update(stage_attempts=0, stage_failures=0, stage_retries=0, oom_retries=0, cpu_fallbacks=0,

@@ -343,6 +343,14 @@ class MetricsStore:
             }
 
 
+STAGE_ORDER = ("decode", "plan", "transcribe", "diarize", "merge", "export", "exports")
+
+
+def stage_sort_key(stage: str) -> tuple[int, str]:
+    """Pipeline order for known stages, then alphabetical."""
+    return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
+
+
 def stage_fields_from_attempts(attempts: Iterable[Any], stage: str | None = None) -> dict[str, Any]:
     """Keyword arguments for :meth:`MetricsStore.record_stage` from the pipeline's chunk attempts
     (``tasks.result.Attempt`` objects or their dicts): the last chunk length, batch size and device
