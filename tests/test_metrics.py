@@ -217,3 +217,25 @@ def test_default_url_comes_from_settings(tmp_path, monkeypatch):
     assert (tmp_path / "metrics.db").is_file()
     store.close()
     assert MetricsStore("postgresql://u:p@h/db").url == "postgresql+psycopg://u:p@h/db"
+
+
+def test_concurrent_writers(url):
+    """Several task processes writing at once (SQLite: WAL + busy timeout) lose and duplicate nothing."""
+    MetricsStore(url).upgrade()
+    code = """
+import sys
+from tasks.metrics import MetricsStore
+store, worker = MetricsStore(sys.argv[1]), sys.argv[2]
+for i in range(20):
+    run = f"run-{i % 5}"
+    store.record_file(run, status="running", file_name=f"{run}.wav")
+    store.record_stage(run, f"stage-{worker}", 1, start=1.8e9 + i, end=1.8e9 + i + 1, audio_seconds=10.0)
+    store.record_stage(run, "shared", 1, start=1.8e9, end=1.8e9 + i, detail={"worker": worker})
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, str(w)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                              env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}) for w in range(4)]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    store = MetricsStore(url)
+    assert store.counts() == {"files": 5, "stage_attempts": 5 * 4 + 5}
+    store.close()
