@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := ffmpeg sox espeak-ng libharfbuzz-subset0 fonts-dejavu-core fonts-noto-core fonts-noto-cjk \
 	poppler-utils chromium postgresql redis-server
 
-.PHONY: setup install models system-deps run demo test test-fast lint bench clean help
+.PHONY: setup install models system-deps run demo transcribe-sample test test-fast lint bench clean help
 
 help:
 	@echo "make setup     create .venv, install pinned requirements, fetch and verify model files"
@@ -33,7 +33,15 @@ system-deps:  ## Debian packages for decoding tests, PDF fonts, browser tests, P
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
 
-run:
+run:  ## Airflow (api-server, scheduler, dag-processor, triggerer) in the foreground; Ctrl-C stops all
+	$(BIN)/python scripts/airflow_supervisor.py
+
+demo:  ## drop corpus files into the inbox of a running `make run`
+	mkdir -p data/inbox
+	cp ../shared/corpus/speech/jfk.flac "../shared/corpus/ami/trñ00.flac" data/inbox/
+	@echo "dropped 2 files into data/inbox/: watch them at http://127.0.0.1:8080/dags/securetranscribe_process"
+
+transcribe-sample:  ## the CLI on the conversation shipped in the pyannote wheel
 	$(BIN)/securetranscribe transcribe "$$($(BIN)/python -c 'import pyannote.audio, pathlib; print(pathlib.Path(pyannote.audio.__file__).parent / "sample" / "sample.wav")')" --out data/outbox/sample
 
 test:
@@ -43,7 +51,7 @@ test-fast:
 	$(BIN)/pytest -m "not slow"
 
 lint:
-	$(BIN)/ruff check tasks tests benchmarks dags plugins
+	$(BIN)/ruff check tasks tests benchmarks dags plugins scripts
 
 bench:
 	$(BIN)/python benchmarks/speed.py

@@ -81,6 +81,8 @@ class Settings:
     max_speakers: int | None = None
 
     # -- inputs and outputs ---------------------------------------------------------------------
+    inbox_stable_s: float = 5.0
+    """A file in the inbox is taken once its size and mtime have not changed for this long."""
     formats: tuple[str, ...] = ("txt", "json")
     max_duration_s: float = 8 * 3600.0
     """Longer inputs are rejected with a clear reason."""

@@ -1,0 +1,25 @@
+"""
+### securetranscribe_process — one run per audio file (an Airflow DAG)
+
+Started by `securetranscribe_inbox` for every file dropped into the inbox (or by hand with
+`{"path": "/path/to/file.flac"}`), this DAG runs the whole pipeline for one file:
+
+claim → probe → plan chunks → **transcribe** (pool `gpu`) → **diarize** (pool `gpu`) → merge →
+exports (one task per format) → finalize.
+
+- Outputs: `$SECURETRANSCRIBE_HOME/outbox/<stem>/<stem>.<format>`.
+- Success: the original moves to `archive/YYYY/MM/DD/`. Failure: it moves to `quarantine/<run id>/`
+  with a `reason.json`, and the run fails.
+- Conf: `num_speakers`, `min_speakers`, `max_speakers`, `language`, `model`, `formats`, `speaker_names`,
+  `reprocess`.
+"""
+
+from securetranscribe_lib.processing import build_processing_dag
+
+securetranscribe_process = build_processing_dag(
+    "securetranscribe_process",
+    priority_weight=100,
+    description="Transcribe and diarize one file (interactive priority)",
+    doc_md=__doc__,
+    tags=["securetranscribe", "transcription"],
+)

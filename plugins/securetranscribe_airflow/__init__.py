@@ -1,0 +1,1 @@
+"""SecureTranscribe's Airflow components: the inbox trigger and sensor, UI views."""

@@ -1,0 +1,107 @@
+"""The watched inbox: which files are candidates, when they are complete, and run ids for them.
+
+Standard library only: the Airflow trigger that watches the inbox imports this in the triggerer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Names that are never work: hidden files, editor locks, partial downloads and uploads.
+_IGNORED_PREFIXES = (".", "~$")
+_IGNORED_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".swp", "~", ".lock")
+_RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~+-]+")
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden, temporary and partial-download names, which the inbox never takes."""
+    low = name.lower()
+    return name.startswith(_IGNORED_PREFIXES) or low.endswith(_IGNORED_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file (or a symlink, to be refused) at the top level of the inbox."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    is_symlink: bool = False
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def list_candidates(inbox: str | Path) -> list[Candidate]:
+    """Top-level entries of the inbox that could be work, in name order (folders are not descended)."""
+    found = []
+    try:
+        entries = list(os.scandir(inbox))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if is_ignored(entry.name):
+            continue
+        try:
+            if entry.is_symlink():
+                st = entry.stat(follow_symlinks=False)
+                found.append(Candidate(entry.path, st.st_size, st.st_mtime_ns, is_symlink=True))
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                found.append(Candidate(entry.path, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:  # vanished while listing
+            continue
+    return sorted(found, key=lambda c: c.name)
+
+
+class StabilityTracker:
+    """Remembers each candidate's size and mtime; a file is complete once they stay unchanged.
+
+    A file still being written keeps changing size or mtime, so it is not taken until it has been
+    quiet for ``stable_s`` seconds (and it must have been seen at least twice).
+    """
+
+    def __init__(self, stable_s: float = 5.0) -> None:
+        self.stable_s = stable_s
+        self._seen: dict[str, tuple[int, int, float]] = {}
+
+    def update(self, candidates: list[Candidate], now: float | None = None) -> list[Candidate]:
+        """Record the current listing; return the candidates unchanged for at least ``stable_s``."""
+        now = time.monotonic() if now is None else now
+        stable, current = [], {}
+        for c in candidates:
+            size, mtime, since = self._seen.get(c.path, (-1, -1, now))
+            if (size, mtime) != (c.size, c.mtime_ns):
+                since = now
+            current[c.path] = (c.size, c.mtime_ns, since)
+            if now - since >= self.stable_s and (c.size > 0 or c.is_symlink or now - since >= 2 * self.stable_s):
+                stable.append(c)
+        self._seen = current
+        return stable
+
+
+def safe_token(text: str, limit: int = 60) -> str:
+    """ASCII-only, run-id-safe version of a file name (``trñ00`` -> ``trn00``)."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    token = _RUN_ID_UNSAFE.sub("_", ascii_text).strip("._-")
+    return (token or "file")[:limit]
+
+
+def run_id_for(candidate: Candidate, sha256: str) -> str:
+    """Deterministic run id showing the file name: the same drop always maps to the same run.
+
+    Includes content hash and the drop's size/mtime, so the same content dropped again later is a new
+    run (which then finds the earlier result and is recorded as a duplicate).
+    """
+    drop = hashlib.sha256(f"{candidate.name}|{candidate.size}|{candidate.mtime_ns}".encode()).hexdigest()[:6]
+    return f"file__{safe_token(Path(candidate.name).stem)}__{sha256[:10]}_{drop}"

@@ -1,0 +1,215 @@
+"""A run's work folder and the moves of the original file: claim, archive, quarantine.
+
+Nothing is ever deleted before its replacement is durable: the original is renamed (same filesystem)
+or copied and fsynced before the source goes away; outputs are written atomically before the
+original is archived.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, UnsafeInput
+from .files import DIR_MODE, atomic_write_json, ensure_dir, fsync_dir
+
+
+class AlreadyClaimed(InputError):
+    """The file is gone from where it was: another run (or scheduler) claimed it first."""
+
+    kind = "already_claimed"
+
+
+@dataclass
+class RunInfo:
+    """What the claim step decided for one run (``run.json``); small enough for XCom."""
+
+    run_id: str
+    name: str
+    stem: str
+    work: str
+    input: str
+    source: str
+    sha256: str
+    size: int
+    out_dir: str
+    options_key: str
+    options: dict[str, Any] = field(default_factory=dict)
+    duplicate_of: dict[str, Any] | None = None
+    from_inbox: bool = True
+    """Inbox files are moved (and archived after success); other sources are copied and left in place."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Workspace:
+    """``<home>/work/<run_id>/``: input/, run.json, audio.npy, plan.json, chunks/, results, markers."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def for_run(cls, work_root: str | Path, run_id: str) -> Workspace:
+        return cls(Path(work_root) / run_id)
+
+    def create(self) -> Workspace:
+        ensure_dir(self.root / "input")
+        return self
+
+    # paths of the stage artefacts
+    input_dir = property(lambda self: self.root / "input")
+    run_file = property(lambda self: self.root / "run.json")
+    claim_file = property(lambda self: self.root / "claim.json")
+    audio_file = property(lambda self: self.root / "audio.npy")
+    info_file = property(lambda self: self.root / "info.json")
+    plan_file = property(lambda self: self.root / "plan.json")
+    chunks_dir = property(lambda self: self.root / "chunks")
+    transcription_file = property(lambda self: self.root / "transcription.json")
+    diarization_file = property(lambda self: self.root / "diarization.json")
+    transcript_file = property(lambda self: self.root / "transcript.json")
+    exports_dir = property(lambda self: self.root / "exports")
+    failures_dir = property(lambda self: self.root / "failures")
+
+    def input_file(self) -> Path | None:
+        files = [p for p in self.input_dir.iterdir() if p.is_file() or p.is_symlink()] if self.input_dir.is_dir() \
+            else []
+        return files[0] if files else None
+
+    def read(self, path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def run_info(self) -> RunInfo:
+        return RunInfo(**self.read(self.run_file))
+
+    def record_failure(self, stage: str, exc: BaseException, try_number: int | None = None) -> None:
+        """Keep the reason a stage failed, for the quarantine reason file."""
+        kind = getattr(exc, "kind", "error")
+        atomic_write_json(
+            self.failures_dir / f"{stage}.json",
+            {"stage": stage, "error_type": type(exc).__name__, "kind": kind, "message": str(exc)[:2000],
+             "try_number": try_number, "at": _now()},
+        )
+
+    def failures(self) -> list[dict[str, Any]]:
+        if not self.failures_dir.is_dir():
+            return []
+        return sorted((self.read(p) for p in self.failures_dir.glob("*.json")), key=lambda f: f.get("at", ""))
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def check_safe(path: Path, inbox: Path) -> None:
+    """Refuse symlinks and paths that leave the inbox (the claim never follows a link)."""
+    if path.is_symlink():
+        raise UnsafeInput(f"refused: {path.name} is a symbolic link (to {os.readlink(path)})")
+    resolved = path.resolve()
+    if inbox in path.parents and inbox.resolve() not in resolved.parents:
+        raise UnsafeInput(f"refused: {path.name} resolves outside the inbox")
+
+
+def move_durably(src: Path, dest: Path) -> Path:
+    """Rename ``src`` to ``dest`` (no overwrite); across filesystems copy + fsync, then remove the source."""
+    ensure_dir(dest.parent)
+    dest = unique_path(dest)
+    try:
+        os.link(src, dest, follow_symlinks=False)  # a symlink is moved as a link, never followed
+        os.unlink(src)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+            raise
+        copy_durably(src, dest)
+        os.unlink(src)
+    fsync_dir(dest.parent)
+    fsync_dir(src.parent)
+    return dest
+
+
+def copy_durably(src: Path, dest: Path) -> Path:
+    """Copy with fsync (used for sources outside the inbox, which are never moved)."""
+    ensure_dir(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.copying")
+    shutil.copyfile(src, tmp, follow_symlinks=False)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+    return dest
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``name (2).ext``, ``name (3).ext`` … when it exists."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    stem, suffix = path.stem, path.suffix
+    n = 2
+    while True:
+        candidate = path.with_name(f"{stem} ({n}){suffix}")
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+        n += 1
+
+
+def claim(source: Path, workspace: Workspace, inbox: Path) -> Path:
+    """Take ``source`` into the run's ``input/`` folder, atomically.
+
+    Inbox files are renamed (``link`` + ``unlink`` on one filesystem: exactly one claimant wins; a
+    second one sees the file gone and gets AlreadyClaimed). Files elsewhere (an archive being
+    backfilled) are copied and never moved. A file already inside this workspace is simply adopted.
+    """
+    workspace.create()
+    if workspace.input_dir in source.parents:
+        if not source.exists() and not source.is_symlink():
+            raise AlreadyClaimed(f"{source.name} is no longer in the run's work folder")
+        return source
+    dest = workspace.input_dir / source.name
+    if inbox.resolve() == source.parent.resolve() or inbox in source.parents:
+        try:
+            os.link(source, dest, follow_symlinks=False)
+        except FileNotFoundError:
+            raise AlreadyClaimed(f"{source.name} is gone from the inbox: claimed by another run") from None
+        except FileExistsError:
+            pass  # a retry of this claim step after the link was made
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP):
+                raise
+            return move_durably(source, dest)
+        try:
+            os.unlink(source)
+        except FileNotFoundError:
+            pass  # the earlier try of this step already unlinked it
+        fsync_dir(dest.parent)
+        fsync_dir(source.parent)
+        return dest
+    if not source.exists():
+        raise InputError(f"no such file: {source}")
+    return copy_durably(source, dest)
+
+
+def archive_original(original: Path, archive_root: Path, when: dt.date | None = None) -> Path:
+    """Move the processed original to ``archive/YYYY/MM/DD/<name>`` (never overwriting)."""
+    day = when or dt.date.today()
+    folder = archive_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+    for parent in (archive_root, folder.parent.parent, folder.parent, folder):
+        parent.mkdir(mode=DIR_MODE, exist_ok=True, parents=True)
+    return move_durably(original, folder / original.name)
+
+
+def quarantine_original(original: Path | None, quarantine_root: Path, run_id: str, reason: dict[str, Any]) -> Path:
+    """Move the original to ``quarantine/<run_id>/`` with ``reason.json`` beside it; returns the folder."""
+    folder = ensure_dir(quarantine_root / run_id)
+    atomic_write_json(folder / "reason.json", reason)
+    if original is not None and (original.exists() or original.is_symlink()):
+        move_durably(original, folder / original.name)
+    return folder
