@@ -80,6 +80,31 @@ class Settings:
     min_speakers: int | None = None
     max_speakers: int | None = None
 
+    # -- archive backfill (DAG securetranscribe_archive) ------------------------------------------
+    backfill_root: Path | None = None
+    """The archive to work through, one partition per data interval (files are read, never moved);
+    unset: the archive DAG has nothing to do."""
+    backfill_pattern: str = "{year:04d}/{month:02d}/{day:02d}"
+    """Folder of one day's files under backfill_root (``str.format`` fields: year, month, day, date)."""
+    backfill_mode: str = "path"
+    """``path``: a day's files are in its pattern folder; ``mtime``: files anywhere under the root, by
+    modification time (flat folders)."""
+    backfill_extensions: tuple[str, ...] = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus", "wma",
+                                            "aif", "aiff", "amr", "3gp", "mka", "webm", "mp4", "m4v", "mkv",
+                                            "mov", "avi")
+    """Only these files of the archive are processed (other files beside the recordings are left alone)."""
+    backfill_schedule: str = "@daily"
+    """Cron expression or preset of the archive DAG: one data interval = one partition."""
+    backfill_timezone: str = "UTC"
+    """Time zone of the archive's dates (data intervals and folder dates)."""
+    backfill_start_date: str = "2000-01-01"
+    """First data interval of the archive DAG (matters with catchup)."""
+    backfill_catchup: bool = False
+    """Let the scheduler create a run for every interval since the start date (else only the latest one;
+    older dates are processed with ``airflow backfill create``)."""
+    backfill_max_active_runs: int = 4
+    """Archive files processed at once (max_active_runs of securetranscribe_process_batch)."""
+
     # -- inputs and outputs ---------------------------------------------------------------------
     inbox_stable_s: float = 5.0
     """A file in the inbox is taken once its size and mtime have not changed for this long."""
@@ -89,7 +114,7 @@ class Settings:
     log_text: bool = False
     """Debug only: allow transcript text in logs."""
     metrics_url: str | None = None
-    """SQLAlchemy URL of the metrics database; unset: SQLite file ``<home>/metrics.db``."""
+    """SQLAlchemy URL of the metrics database; unset: SQLite file ``<home>/metrics.db``; ``none``: off."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -123,7 +148,38 @@ class Settings:
             raise ValueError("chunk lengths must satisfy 0 < CHUNK_MIN_S <= CHUNK_TARGET_S <= CHUNK_MAX_S")
         if self.oom_min_chunk_s <= 0 or self.oom_min_batch_size < 1 or self.batch_size < 1:
             raise ValueError("OOM floors and batch size must be positive")
+        self._validate_backfill()
         return self
+
+    def _validate_backfill(self) -> None:
+        import datetime as dt
+        import zoneinfo
+
+        if self.backfill_root is not None:
+            root = Path(self.backfill_root).expanduser()
+            object.__setattr__(self, "backfill_root", root if root.is_absolute() else PROJECT_ROOT / root)
+        if self.backfill_mode not in ("path", "mtime"):
+            raise ValueError(f"{ENV_PREFIX}BACKFILL_MODE={self.backfill_mode!r}: expected path or mtime")
+        try:
+            day = dt.date(2024, 3, 1)
+            folder = Path(self.backfill_pattern.format(year=day.year, month=day.month, day=day.day, date=day))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{ENV_PREFIX}BACKFILL_PATTERN={self.backfill_pattern!r}: {exc!r} (fields: year, "
+                             "month, day, date)") from None
+        if folder.is_absolute() or ".." in folder.parts:
+            raise ValueError(f"{ENV_PREFIX}BACKFILL_PATTERN must be a relative folder inside the root")
+        try:
+            zoneinfo.ZoneInfo(self.backfill_timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{ENV_PREFIX}BACKFILL_TIMEZONE={self.backfill_timezone!r}: unknown time zone") from None
+        try:
+            dt.date.fromisoformat(self.backfill_start_date)
+        except ValueError:
+            raise ValueError(f"{ENV_PREFIX}BACKFILL_START_DATE={self.backfill_start_date!r}: expected YYYY-MM-DD") \
+                from None
+        if self.backfill_max_active_runs < 1:
+            raise ValueError(f"{ENV_PREFIX}BACKFILL_MAX_ACTIVE_RUNS must be at least 1")
+        object.__setattr__(self, "backfill_extensions", tuple(e.lower().lstrip(".") for e in self.backfill_extensions))
 
     # -- the data layout (contract: README "Data layout") ---------------------------------------
     @property
@@ -147,7 +203,9 @@ class Settings:
         return self.home / "work"
 
     @property
-    def metrics_database_url(self) -> str:
+    def metrics_database_url(self) -> str | None:
+        if self.metrics_url and self.metrics_url.lower() == "none":
+            return None
         return self.metrics_url or f"sqlite:///{self.home / 'metrics.db'}"
 
     def as_env(self) -> dict[str, str]:

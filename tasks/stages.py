@@ -7,6 +7,7 @@ records why it failed. No Airflow import: the DAGs are thin wrappers around thes
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -54,18 +55,73 @@ def run_settings(ws: Workspace, base: Settings | None = None) -> Settings:
     return (base or Settings.from_env()).replace(**run_overrides(info.options))
 
 
-@contextmanager
-def stage(ws: Workspace, name: str, try_number: int | None = None) -> Iterator[None]:
-    """Time a stage into ``timings/<name>.json`` and keep the reason when it fails."""
-    t0 = time.perf_counter()
+@functools.lru_cache(maxsize=4)
+def _metrics_store(url: str | None) -> Any:
+    """The metrics database of this process (migrated once), or None when off or unreachable."""
+    if not url:
+        return None
     try:
-        yield
-    except BaseException as exc:
-        ws.record_failure(name, exc, try_number)
-        raise
-    finally:
-        atomic_write_json(ws.root / "timings" / f"{name}.json",
-                          {"stage": name, "seconds": round(time.perf_counter() - t0, 3), "try_number": try_number})
+        from .metrics import MetricsStore
+
+        store = MetricsStore(url)
+        store.upgrade()
+        return store
+    except Exception:  # metrics must never fail a transcription
+        log.warning("metrics database %s unavailable; not recording", url.split("@")[-1], exc_info=True)
+        return None
+
+
+def metrics_store(settings: Settings | None = None) -> Any:
+    return _metrics_store((settings or Settings.from_env()).metrics_database_url)
+
+
+class _NoRecorder:
+    def update(self, **fields: Any) -> None:
+        pass
+
+    def add_attempts(self, attempts: Any) -> None:
+        pass
+
+
+@contextmanager
+def stage(ws: Workspace, name: str, try_number: int | None = None, started_at: Any = None) -> Iterator[Any]:
+    """Time a stage (``timings/<name>.json`` and a metrics row) and keep the reason when it fails.
+
+    ``started_at``: when the task process started, so the recorded time includes its start-up,
+    imports and model loading — what a stage really costs under Airflow.
+    """
+    from contextlib import nullcontext
+
+    t0 = time.perf_counter()
+    store = metrics_store()
+    audio_s = ws.read(ws.info_file)["duration"] if ws.info_file.is_file() else None
+    recorder: Any = nullcontext(_NoRecorder())
+    if store is not None:
+        from .metrics import StageRecorder
+
+        recorder = StageRecorder(store, ws.root.name, name, try_number or 1, audio_seconds=audio_s,
+                                 started_at=started_at)
+    with recorder as rec:
+        try:
+            yield rec
+        except BaseException as exc:
+            ws.record_failure(name, exc, try_number)
+            raise
+        finally:
+            atomic_write_json(ws.root / "timings" / f"{name}.json",
+                              {"stage": name, "seconds": round(time.perf_counter() - t0, 3),
+                               "try_number": try_number})
+
+
+def record_file(ws: Workspace, status: str, **fields: Any) -> None:
+    """Insert or update this run's row in the metrics database (never fails the caller)."""
+    store = metrics_store()
+    if store is None:
+        return
+    try:
+        store.record_file(ws.root.name, status=status, **fields)
+    except Exception:  # metrics must never fail a transcription
+        log.warning("metrics: could not record file row of %s", ws.root.name, exc_info=True)
 
 
 def stage_timings(ws: Workspace) -> dict[str, float]:
@@ -160,7 +216,7 @@ def _orphaned_claims(settings: Settings) -> list[dict[str, Any]]:
 
 # -- stages -----------------------------------------------------------------------------------------
 def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = None,
-                settings: Settings | None = None) -> dict[str, Any]:
+                settings: Settings | None = None, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Take the file into the run's work folder, hash it, decide its outputs, detect duplicates."""
     from .pipeline import options_key
 
@@ -169,7 +225,7 @@ def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = Non
     ws = Workspace.for_run(settings.work, run_id).create()
     if ws.run_file.is_file():  # a retry after the claim already completed
         return ws.run_info().to_dict()
-    with stage(ws, "claim"):
+    with stage(ws, "claim", try_number, started_at):
         source = Path(path)
         claimed = claim(source, ws, settings.inbox)
         atomic_write_json(ws.claim_file, {"run_id": run_id, "source": str(source), "input": str(claimed)})
@@ -191,10 +247,12 @@ def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = Non
             from_inbox=ws.input_dir in source.parents or settings.inbox in source.parents,
         )
         atomic_write_json(ws.run_file, info.to_dict())
+    record_file(ws, "skipped" if duplicate else "running", file_name=info.name, sha256=sha, model=effective.model,
+                options_key=key)
     return info.to_dict()
 
 
-def probe_stage(ws: Workspace) -> dict[str, Any]:
+def probe_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Probe and decode once; later stages memory-map ``audio.npy``."""
     from .audio import decode, probe, save_waveform
     from .pipeline import source_record
@@ -203,7 +261,7 @@ def probe_stage(ws: Workspace) -> dict[str, Any]:
         return ws.read(ws.info_file)
     settings = run_settings(ws)
     info = ws.run_info()
-    with stage(ws, "probe"):
+    with stage(ws, "probe", try_number, started_at):
         original = Path(info.input)
         meta = probe(original)
         audio = decode(original, max_duration_s=settings.max_duration_s)
@@ -214,7 +272,7 @@ def probe_stage(ws: Workspace) -> dict[str, Any]:
     return record
 
 
-def plan_stage(ws: Workspace) -> dict[str, Any]:
+def plan_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """VAD over the whole file and the chunk plan."""
     from .audio import load_waveform
     from .pipeline import make_plan
@@ -223,13 +281,13 @@ def plan_stage(ws: Workspace) -> dict[str, Any]:
         plan = ws.read(ws.plan_file)
         return {"chunks": len(plan["spans"]), "target_s": plan["target_s"]}
     settings = run_settings(ws)
-    with stage(ws, "plan"):
+    with stage(ws, "plan", try_number, started_at):
         plan = make_plan(load_waveform(ws.audio_file), settings)
         atomic_write_json(ws.plan_file, plan.to_dict())
     return {"chunks": len(plan.spans), "target_s": plan.target_s, "speech_s": round(plan.speech_s, 1)}
 
 
-def transcribe_stage(ws: Workspace, try_number: int = 1) -> dict[str, Any]:
+def transcribe_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Transcribe chunk by chunk, resuming from the last checkpointed chunk; OOM shrinks as it goes."""
     from .audio import load_waveform
     from .checkpoint import ChunkCheckpoint
@@ -240,9 +298,13 @@ def transcribe_stage(ws: Workspace, try_number: int = 1) -> dict[str, Any]:
         return _transcription_summary(ws.read(ws.transcription_file))
     settings = run_settings(ws)
     (ws.root / "transcribe.pid").write_text(str(os.getpid()))
-    with stage(ws, "transcribe", try_number):
+    with stage(ws, "transcribe", try_number, started_at) as rec:
         plan = ChunkPlan.from_dict(ws.read(ws.plan_file))
-        run = transcribe_plan(load_waveform(ws.audio_file), plan, settings, checkpoint=ChunkCheckpoint(ws.chunks_dir))
+        checkpoint = ChunkCheckpoint(ws.chunks_dir)
+        earlier = len(checkpoint.load_attempts())  # attempts of previous tries of this task
+        run = transcribe_plan(load_waveform(ws.audio_file), plan, settings, checkpoint=checkpoint)
+        rec.add_attempts(run.attempts[earlier:])
+        rec.update(detail={"chunks": len(run.chunks), "resumed_chunks": run.resumed_chunks})
         for attempt in run.attempts:
             attempt.error = attempt.error and attempt.error[:500]
         data = {
@@ -267,7 +329,7 @@ def _transcription_summary(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def diarize_stage(ws: Workspace, try_number: int = 1) -> dict[str, Any]:
+def diarize_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Diarize the whole file (never chunk by chunk); the result is checkpointed as a whole."""
     from .audio import load_waveform
     from .diarization import diarize
@@ -276,17 +338,19 @@ def diarize_stage(ws: Workspace, try_number: int = 1) -> dict[str, Any]:
         data = ws.read(ws.diarization_file)
         return {"speakers": len(data.get("speakers", [])), "enabled": data.get("enabled", True)}
     settings = run_settings(ws)
-    with stage(ws, "diarize", try_number):
+    with stage(ws, "diarize", try_number, started_at) as rec:
         if not settings.diarize:
             data = {"enabled": False, "turns": [], "exclusive": [], "speakers": [], "attempts": []}
         else:
             result = diarize(load_waveform(ws.audio_file), settings)
             data = {"enabled": True, **asdict(result)}
+            rec.add_attempts(result.attempts)
+            rec.update(detail={"speakers": len(result.speakers), "steps": result.timings})
         atomic_write_json(ws.diarization_file, data)
     return {"speakers": len(data["speakers"]), "enabled": data["enabled"]}
 
 
-def merge_stage(ws: Workspace) -> dict[str, Any]:
+def merge_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Assign words to speakers and write the canonical ``transcript.json``."""
     from .diarization import Diarization
     from .oom import RunState
@@ -295,7 +359,7 @@ def merge_stage(ws: Workspace) -> dict[str, Any]:
     from .transcription import ChunkResult, TranscriptionRun
 
     settings = run_settings(ws)
-    with stage(ws, "merge"):
+    with stage(ws, "merge", try_number, started_at):
         tdata = ws.read(ws.transcription_file)
         run = TranscriptionRun(
             chunks=[ChunkResult.from_dict(c) for c in tdata["chunks"]],
@@ -321,13 +385,13 @@ def merge_stage(ws: Workspace) -> dict[str, Any]:
             "duration": transcript.duration}
 
 
-def export_stage(ws: Workspace, fmt: str) -> list[str]:
+def export_stage(ws: Workspace, fmt: str, *, try_number: int = 1, started_at: Any = None) -> list[str]:
     """Write one export format into the run's output folder; raises with the format name on failure."""
     from .exports import ExportOptions, write_format
     from .result import Transcript
 
     info = ws.run_info()
-    with stage(ws, f"export-{fmt}"):
+    with stage(ws, f"export-{fmt}", try_number, started_at):
         try:
             transcript = Transcript.load(ws.transcript_file)
             transcript.timings = stage_timings(ws)
@@ -346,6 +410,30 @@ def export_results(ws: Workspace) -> dict[str, dict[str, Any]]:
     if not ws.exports_dir.is_dir():
         return {}
     return {p.stem: ws.read(p) for p in ws.exports_dir.glob("*.json")}
+
+
+def metrics_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
+    """Record the file's row (duration, language, speakers, model, device, outputs) in the metrics database."""
+    from .result import Transcript
+
+    with stage(ws, "metrics", try_number, started_at):
+        if not ws.run_file.is_file():
+            return {}
+        info = ws.run_info()
+        row: dict[str, Any] = {"file_name": info.name, "sha256": info.sha256, "options_key": info.options_key}
+        if ws.transcript_file.is_file():
+            t = Transcript.load(ws.transcript_file)
+            row.update(audio_duration=t.duration, language=t.language, speakers=len(t.speakers), model=t.model,
+                       device=t.device, compute_type=t.compute_type)
+        elif ws.info_file.is_file():
+            row["audio_duration"] = ws.read(ws.info_file)["duration"]
+        row["outputs"] = [f for r in export_results(ws).values() if r.get("ok") for f in r.get("files", [])]
+        record_file(ws, "skipped" if info.duplicate_of else "running", **row)
+    return {k: v for k, v in row.items() if k != "outputs"}
+
+
+_FILE_STATUS = {"archived": "success", "duplicate": "skipped", "not_claimed": "skipped", "partial": "failed",
+                "quarantined": "quarantined"}
 
 
 def finalize_stage(ws: Workspace, settings: Settings | None = None) -> dict[str, Any]:
@@ -401,6 +489,12 @@ def finalize_stage(ws: Workspace, settings: Settings | None = None) -> dict[str,
         outcome = {"outcome": "quarantined", "folder": str(folder), "reason": reason}
     atomic_write_json(ws.root / "final.json", outcome)
     _cleanup(ws)
+    error = None
+    if outcome["outcome"] == "quarantined":
+        error = f"{outcome['reason']['stage']}: {outcome['reason']['error_type']}: {outcome['reason']['message']}"
+    elif outcome["outcome"] == "partial":
+        error = "export failed: " + ", ".join(outcome["failed_formats"])
+    record_file(ws, _FILE_STATUS[outcome["outcome"]], error=error)
     return outcome
 
 

@@ -15,6 +15,22 @@ CORPUS = Path(os.environ.get("SECURETRANSCRIBE_CORPUS", ROOT.parent / "shared" /
 ARTIFACTS = ROOT / "artifacts"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One throw-away AIRFLOW_HOME for every in-process Airflow import of this test session."""
+    import tempfile
+
+    if "PYTEST_AIRFLOW_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="st-airflow-home-")
+        os.environ.update({
+            "PYTEST_AIRFLOW_HOME": home,
+            "AIRFLOW_HOME": home,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        })
+
+
 def corpus_file(relative: str) -> Path:
     path = CORPUS / relative
     if not path.is_file():

@@ -56,6 +56,12 @@ def _workspace(context: dict[str, Any]):
     return Workspace.for_run(Settings.from_env().work, context["run_id"])
 
 
+def _attempt(context: dict[str, Any]) -> dict[str, Any]:
+    """This try's number and the task process's start (stage timings include start-up and model loading)."""
+    ti = context["ti"]
+    return {"try_number": ti.try_number, "started_at": getattr(ti, "start_date", None)}
+
+
 def build_processing_dag(dag_id: str, *, priority_weight: int, description: str, doc_md: str,
                          tags: list[str], max_active_runs: int = 16) -> Any:
     """The processing DAG: claim → probe → plan → transcribe (gpu) → diarize (gpu) → merge → exports → finalize."""
@@ -91,7 +97,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             if not params.get("path"):
                 raise AirflowFailException("conf must give the file to process: {\"path\": \"…\"}")
             try:
-                info = claim_stage(context["run_id"], params["path"], params)
+                info = claim_stage(context["run_id"], params["path"], params, **_attempt(context))
             except AlreadyClaimed as exc:
                 raise AirflowSkipException(str(exc)) from exc
             return {**info, "formats": run_formats(info)}  # shown in the UI's XCom tab
@@ -106,7 +112,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             """Probe the container and decode once to 16 kHz mono; bad or over-long audio is rejected."""
             from tasks.stages import probe_stage
 
-            record = probe_stage(_workspace(context))
+            record = probe_stage(_workspace(context), **_attempt(context))
             return {"duration": record["duration"], "codec": record["probe"]["codec"]}
 
         @task
@@ -114,7 +120,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             """Run VAD once over the file and cut it into chunks between speech groups."""
             from tasks.stages import plan_stage
 
-            return plan_stage(_workspace(context))
+            return plan_stage(_workspace(context), **_attempt(context))
 
         @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY)
         def transcribe(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -124,14 +130,14 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             recorded."""
             from tasks.stages import transcribe_stage
 
-            return transcribe_stage(_workspace(context), context["ti"].try_number)
+            return transcribe_stage(_workspace(context), **_attempt(context))
 
         @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY)
         def diarize(probed: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Speaker diarization of the whole file with pyannote.audio (segmentation-3.0 + CAM++)."""
             from tasks.stages import diarize_stage
 
-            return diarize_stage(_workspace(context), context["ti"].try_number)
+            return diarize_stage(_workspace(context), **_attempt(context))
 
         @task
         def merge(transcribed: dict[str, Any], diarized: dict[str, Any], **context: Any) -> list[str]:
@@ -139,7 +145,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             from tasks.stages import merge_stage, run_formats
 
             ws = _workspace(context)
-            merge_stage(ws)
+            merge_stage(ws, **_attempt(context))
             return run_formats(ws.run_info())
 
         @task(map_index_template="{{ export_format }}", retries=2, doc_md=EXPORT_DOC)
@@ -150,7 +156,14 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             from tasks.stages import export_stage
 
             get_current_context()["export_format"] = fmt  # type: ignore[index]  # names the mapped task in the UI
-            return export_stage(_workspace(context), fmt)
+            return export_stage(_workspace(context), fmt, **_attempt(context))
+
+        @task(trigger_rule="all_done", retries=3)
+        def metrics(**context: Any) -> dict[str, Any]:
+            """Record the file's row in the metrics database (each stage already recorded its own timing row)."""
+            from tasks.stages import metrics_stage
+
+            return metrics_stage(_workspace(context), **_attempt(context))
 
         @task(trigger_rule="all_done", retries=3)
         def finalize(**context: Any) -> dict[str, Any]:
@@ -172,6 +185,6 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
         probed = probe(info)
         is_new(info) >> probed
         formats = merge(transcribe(plan(probed)), diarize(probed))
-        export.expand(fmt=formats) >> finalize()
+        export.expand(fmt=formats) >> metrics() >> finalize()
 
     return processing()

@@ -243,7 +243,7 @@ def _run(audio: np.ndarray, settings: Settings, device: str, params: Diarization
                              str(settings.diarization_pipeline) if settings.diarization_pipeline else None,
                              device, params)
     timer = _StepTimer()
-    waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
+    waveform = torch.from_numpy(np.array(audio, dtype=np.float32)).unsqueeze(0)  # a writable copy of the memmap
     output = pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "audio"}, hook=timer,
                       **{k: v for k, v in hints.items() if v is not None})
     full = getattr(output, "speaker_diarization", output)

@@ -38,9 +38,11 @@ class StageRecorder:
         audio_seconds: float | None = None,
         strict: bool = False,
         sample_interval: float = 0.05,
+        started_at: datetime | None = None,
         **fields: Any,
     ) -> None:
         self.store, self.run_id, self.stage, self.try_number = store, run_id, stage, try_number
+        self.started_at = started_at  # e.g. the task process's start: the row then covers imports and loading
         self.strict = strict
         self.fields: dict[str, Any] = {"audio_seconds": audio_seconds, **fields}
         self.sample_interval = sample_interval
@@ -63,8 +65,9 @@ class StageRecorder:
 
     # -- context manager -----------------------------------------------------------------------------
     def __enter__(self) -> StageRecorder:
-        self.start = datetime.now(UTC)
-        self._t0 = time.perf_counter()
+        now = datetime.now(UTC)
+        self.start = self.started_at.astimezone(UTC) if self.started_at and self.started_at <= now else now
+        self._t0 = time.perf_counter() - (now - self.start).total_seconds()
         self._maxrss0 = _ru_maxrss()
         _reset_cuda_peak()
         self._thread = threading.Thread(target=self._sample, name=f"metrics-{self.stage}", daemon=True)
