@@ -53,7 +53,8 @@ def airflow_env(settings: Settings, port: int, host: str) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # SQLite: wait up to 60 s for a lock instead of the driver's 5 s (four components share one file)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
         "AIRFLOW__API__HOST": host,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",
@@ -66,6 +67,14 @@ def airflow_env(settings: Settings, port: int, host: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
     return env
+
+
+def use_wal(db: Path) -> None:
+    """Write-ahead logging: readers no longer block the writer (persistent in the database file)."""
+    import sqlite3
+
+    with sqlite3.connect(db, timeout=60) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def pools_file(settings: Settings) -> Path:
@@ -119,6 +128,8 @@ class Supervisor:
             done = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"`{' '.join(cmd[1:])}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            if cmd[1] == "db":
+                use_wal(self.home / "airflow.db")
 
     def start(self) -> None:
         for c in self.components:
@@ -176,11 +187,11 @@ class Supervisor:
                                          headers={"Content-Type": "application/json",
                                                   "Authorization": f"Bearer {token}"})
             try:
-                urllib.request.urlopen(req, timeout=10).close()
+                urllib.request.urlopen(req, timeout=70).close()
                 done.append(dag_id)
             except urllib.error.HTTPError as exc:
-                if exc.code != 404:
-                    raise
+                if exc.code != 404:  # not parsed yet (404) or busy (5xx): the caller tries again
+                    print(f"unpausing {dag_id}: HTTP {exc.code}; will retry", flush=True)
         return done
 
     def watch(self) -> None:

@@ -38,6 +38,10 @@ PARAMS = {
     "max_speakers": Param(None, type=["null", "integer"], minimum=1),
     "language": Param(None, type=["null", "string"], description="ISO code; empty: detect."),
     "model": Param(None, type=["null", "string"], description="Whisper model name or path; empty: settings."),
+    "multilingual": Param(None, type=["null", "boolean"], description="Detect the language per chunk."),
+    "initial_prompt": Param(None, type=["null", "string"], description="Vocabulary hint for Whisper."),
+    "hotwords": Param(None, type=["null", "string"], description="Words Whisper should prefer."),
+    "diarize": Param(None, type=["null", "boolean"], description="false: transcription only."),
     "formats": Param(None, type=["null", "array"], description="Export formats; empty: settings "
                      "(txt json csv srt vtt pdf docx md rttm)."),
     "speaker_names": Param({}, type="object", description='Display names, e.g. {"SPEAKER_00": "Diane"}.'),
