@@ -65,6 +65,7 @@ def _describe(cluster: CeleryCluster, runs: list[dict[str, Any]]) -> str:
 def test_two_files_run_on_celery_with_gpu_tasks_on_the_gpu_worker(cluster: CeleryCluster) -> None:
     """Drop two corpus files: both runs succeed; transcribe and diarize ran on the gpu-queue worker, the
     rest on the default-queue worker (TI queue and hostname via the REST API); metrics are in PostgreSQL."""
+    assert cluster.api("GET", "/pools/gpu")["slots"] == 1  # = the GPU workers (deploy/init_airflow.py)
     files = [corpus_file("speech/jfk.flac"), corpus_file("ami/dev00.flac")]
     inbox = cluster.settings_home / "inbox"
     for f in files:
