@@ -185,3 +185,46 @@ def test_backfill_settings_from_the_environment(tmp_path):
 def test_bad_backfill_settings_name_the_variable(name, value, message):
     with pytest.raises(ValueError, match=message):
         Settings.from_env(environ={name: value})
+
+
+def test_archive_dags_take_their_settings(tmp_path):
+    """Parse the two archive DAG files (fresh interpreter, settings from the environment) and inspect them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = """
+import json, sys
+sys.path.insert(0, sys.argv[1] + "/dags")
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[2])
+bag2 = DagBag(dag_folder=sys.argv[3])
+a, b = bag.dags["securetranscribe_archive"], bag2.dags["securetranscribe_process_batch"]
+trigger = a.get_task("process_files")
+print(json.dumps({
+    "errors": {**bag.import_errors, **bag2.import_errors},
+    "timetable": type(a.timetable).__name__, "tz": str(a.timetable.timezone), "catchup": a.catchup,
+    "start": a.start_date.isoformat(), "tasks": sorted(a.task_dict),
+    "trigger": {k: trigger.partial_kwargs.get(k) for k in ("trigger_dag_id", "skip_when_already_exists",
+                "wait_for_completion", "deferrable", "retries", "logical_date")},
+    "batch_max_active_runs": b.max_active_runs,
+    "batch_weights": sorted({(t.priority_weight, str(t.weight_rule)) for t in b.tasks}),
+}))
+"""
+    env = {**os.environ, "SECURETRANSCRIBE_HOME": str(tmp_path), "SECURETRANSCRIBE_BACKFILL_CATCHUP": "1",
+           "SECURETRANSCRIBE_BACKFILL_START_DATE": "2019-06-01", "SECURETRANSCRIBE_BACKFILL_TIMEZONE": "Europe/Berlin",
+           "SECURETRANSCRIBE_BACKFILL_MAX_ACTIVE_RUNS": "3", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT), str(ROOT / "dags" / "securetranscribe_archive.py"),
+                           str(ROOT / "dags" / "securetranscribe_process_batch.py")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["errors"] == {}
+    assert info["timetable"] == "CronDataIntervalTimetable" and info["tz"] == "Europe/Berlin"
+    assert info["catchup"] is True and info["start"].startswith("2019-05-31T22:00:00")  # midnight in Berlin
+    assert info["tasks"] == ["list_partition", "process_files"]
+    assert info["trigger"] == {"trigger_dag_id": "securetranscribe_process_batch", "skip_when_already_exists": True,
+                               "wait_for_completion": True, "deferrable": True, "retries": 0, "logical_date": None}
+    assert info["batch_max_active_runs"] == 3
+    assert info["batch_weights"] == [[1, "absolute"]]
