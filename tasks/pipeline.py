@@ -150,7 +150,7 @@ def transcribe_file(
         checkpoint = ChunkCheckpoint(checkpoint_dir) if checkpoint_dir else None
         run = transcribe_plan(audio, plan, settings, checkpoint=checkpoint, progress=progress)
     diarization = None
-    if settings.diarize:
+    if settings.diarize and plan.regions:  # no speech found: nothing to diarize
         with timer.stage("diarize"):
             diarization = diarize(audio, settings)
     with timer.stage("merge"):

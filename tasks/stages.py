@@ -18,10 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .files import atomic_write_json, sha256_file
 from .ledger import Ledger
 from .settings import Settings
-from .workspace import RunInfo, Workspace, archive_original, check_safe, claim, quarantine_original
+from .workspace import RunInfo, Workspace, archive_original, check_safe, claim, output_stem, quarantine_original
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,11 @@ def stage(ws: Workspace, name: str, try_number: int | None = None, started_at: A
     if store is not None:
         from .metrics import StageRecorder
 
+        if (try_number or 1) > 1:
+            try:
+                store.mark_interrupted(ws.root.name, name, try_number)
+            except Exception:  # metrics must never fail a transcription
+                log.warning("metrics: could not close earlier tries of %s", name, exc_info=True)
         recorder = StageRecorder(store, ws.root.name, name, try_number or 1, audio_seconds=audio_s,
                                  started_at=started_at)
     with recorder as rec:
@@ -237,7 +243,7 @@ def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = Non
                         sha[:12])
         key = options_key(effective)
         duplicate = None if conf.get("reprocess") else Ledger(settings.home / "ledger").lookup(sha, key)
-        stem = claimed.stem
+        stem = output_stem(claimed.stem, sha)
         info = RunInfo(
             run_id=run_id, name=claimed.name, stem=stem, work=str(ws.root), input=str(claimed), source=str(source),
             sha256=sha, size=claimed.stat().st_size, out_dir=str(output_dir(settings.outbox, stem, sha)),
@@ -254,27 +260,42 @@ def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = Non
 
 def probe_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Probe and decode once; later stages memory-map ``audio.npy``."""
+    if ws.info_file.is_file() and ws.audio_file.is_file():
+        return ws.read(ws.info_file)
+    with stage(ws, "probe", try_number, started_at):
+        return _decode_input(ws)
+
+
+def _decode_input(ws: Workspace) -> dict[str, Any]:
     from .audio import decode, probe, save_waveform
     from .pipeline import source_record
 
-    if ws.info_file.is_file() and ws.audio_file.is_file():
-        return ws.read(ws.info_file)
     settings = run_settings(ws)
     info = ws.run_info()
-    with stage(ws, "probe", try_number, started_at):
-        original = Path(info.input)
-        meta = probe(original)
-        audio = decode(original, max_duration_s=settings.max_duration_s)
-        save_waveform(audio, ws.audio_file)
-        record = {"duration": round(len(audio) / 16000, 3), "probe": meta.to_dict(),
-                  "source": source_record(original, meta, info.sha256)}
-        atomic_write_json(ws.info_file, record)
+    original = Path(info.input)
+    if not original.exists() and not original.is_symlink():
+        raise InputError(f"the input {original.name} was removed from the run's work folder {ws.root}")
+    meta = probe(original)
+    audio = decode(original, max_duration_s=settings.max_duration_s)
+    save_waveform(audio, ws.audio_file)
+    record = {"duration": round(len(audio) / 16000, 3), "probe": meta.to_dict(),
+              "source": source_record(original, meta, info.sha256)}
+    atomic_write_json(ws.info_file, record)
     return record
+
+
+def load_audio(ws: Workspace) -> Any:
+    """The run's decoded audio; decoded again from the input if ``audio.npy`` went missing."""
+    from .audio import load_waveform
+
+    if not ws.audio_file.is_file():
+        log.warning("%s is missing (removed during the run?): decoding the input again", ws.audio_file)
+        _decode_input(ws)
+    return load_waveform(ws.audio_file)
 
 
 def plan_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """VAD over the whole file and the chunk plan."""
-    from .audio import load_waveform
     from .pipeline import make_plan
 
     if ws.plan_file.is_file():
@@ -282,14 +303,13 @@ def plan_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) ->
         return {"chunks": len(plan["spans"]), "target_s": plan["target_s"]}
     settings = run_settings(ws)
     with stage(ws, "plan", try_number, started_at):
-        plan = make_plan(load_waveform(ws.audio_file), settings)
+        plan = make_plan(load_audio(ws), settings)
         atomic_write_json(ws.plan_file, plan.to_dict())
     return {"chunks": len(plan.spans), "target_s": plan.target_s, "speech_s": round(plan.speech_s, 1)}
 
 
 def transcribe_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Transcribe chunk by chunk, resuming from the last checkpointed chunk; OOM shrinks as it goes."""
-    from .audio import load_waveform
     from .checkpoint import ChunkCheckpoint
     from .chunking import ChunkPlan
     from .transcription import transcribe_plan
@@ -302,7 +322,7 @@ def transcribe_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = No
         plan = ChunkPlan.from_dict(ws.read(ws.plan_file))
         checkpoint = ChunkCheckpoint(ws.chunks_dir)
         earlier = len(checkpoint.load_attempts())  # attempts of previous tries of this task
-        run = transcribe_plan(load_waveform(ws.audio_file), plan, settings, checkpoint=checkpoint)
+        run = transcribe_plan(load_audio(ws), plan, settings, checkpoint=checkpoint)
         rec.add_attempts(run.attempts[earlier:])
         rec.update(detail={"chunks": len(run.chunks), "resumed_chunks": run.resumed_chunks})
         for attempt in run.attempts:
@@ -331,7 +351,6 @@ def _transcription_summary(data: dict[str, Any]) -> dict[str, Any]:
 
 def diarize_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
     """Diarize the whole file (never chunk by chunk); the result is checkpointed as a whole."""
-    from .audio import load_waveform
     from .diarization import diarize
 
     if ws.diarization_file.is_file():
@@ -339,10 +358,12 @@ def diarize_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None)
         return {"speakers": len(data.get("speakers", [])), "enabled": data.get("enabled", True)}
     settings = run_settings(ws)
     with stage(ws, "diarize", try_number, started_at) as rec:
-        if not settings.diarize:
-            data = {"enabled": False, "turns": [], "exclusive": [], "speakers": [], "attempts": []}
+        speech = bool(ws.read(ws.plan_file).get("regions")) if ws.plan_file.is_file() else True
+        if not settings.diarize or not speech:  # nothing to diarize in a file without speech
+            data = {"enabled": settings.diarize, "turns": [], "exclusive": [], "speakers": [], "attempts": [],
+                    "device": "none", "timings": {}, "params": {}, "skipped": None if speech else "no speech"}
         else:
-            result = diarize(load_waveform(ws.audio_file), settings)
+            result = diarize(load_audio(ws), settings)
             data = {"enabled": True, **asdict(result)}
             rec.add_attempts(result.attempts)
             rec.update(detail={"speakers": len(result.speakers), "steps": result.timings})

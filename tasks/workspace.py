@@ -148,14 +148,35 @@ def copy_durably(src: Path, dest: Path) -> Path:
     return dest
 
 
+NAME_MAX = 255  # bytes, on Linux file systems
+
+
+def fit_name(stem: str, suffix: str = "", limit: int = NAME_MAX) -> str:
+    """``stem + suffix`` cut (at a character boundary) so that it fits in ``limit`` bytes."""
+    room = limit - len(suffix.encode())
+    while len(stem.encode()) > room:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def output_stem(stem: str, sha256: str, limit: int = 180) -> str:
+    """The stem of output files: the input's, or a shortened one with a hash when very long.
+
+    Leaves room for the longest suffix a writer adds (``.words.csv``) and for ``-<sha8>`` folder names.
+    """
+    if len(stem.encode()) <= limit:
+        return stem
+    return fit_name(stem, f"~{sha256[:8]}", limit)
+
+
 def unique_path(path: Path) -> Path:
-    """``path``, or ``name (2).ext``, ``name (3).ext`` … when it exists."""
+    """``path``, or ``name (2).ext``, ``name (3).ext`` … when it exists (always within NAME_MAX bytes)."""
     if not path.exists() and not path.is_symlink():
         return path
     stem, suffix = path.stem, path.suffix
     n = 2
     while True:
-        candidate = path.with_name(f"{stem} ({n}){suffix}")
+        candidate = path.with_name(fit_name(stem, f" ({n}){suffix}"))
         if not candidate.exists() and not candidate.is_symlink():
             return candidate
         n += 1

@@ -63,6 +63,7 @@ def test_processing_dag_shape(dagbag):
         assert b in dag.get_task(a).downstream_task_ids or b in {
             t for d in dag.get_task(a).downstream_task_ids for t in dag.get_task(d).downstream_task_ids}
     assert "merge" in dag.get_task("diarize").downstream_task_ids
+    assert "diarize" in dag.get_task("plan").downstream_task_ids
     inbox = dagbag.dags["securetranscribe_inbox"]
     assert inbox.max_active_runs == 1 and type(inbox.timetable).__name__ == "ContinuousTimetable"
     assert inbox.start_date is not None  # see the DAG file: a continuous DAG without one stalls

@@ -195,3 +195,9 @@ def test_task_killed_mid_transcription_resumes_from_checkpoint(af, first_batch, 
     assert starts == sorted(starts) and transcript.duration > 300
     assert transcript.words[-1].end > 0.9 * transcript.duration - 60  # transcribed to the end
     assert source.exists()  # a file outside the inbox is copied, never moved
+    from tasks.metrics import MetricsStore
+
+    rows = [s for s in MetricsStore(f"sqlite:///{af.settings_home / 'metrics.db'}").file(run_id).stages
+            if s.stage == "transcribe"]
+    assert [r.try_number for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2  # one row per try
+    assert rows[0].status == "failed" and "interrupted" in rows[0].error and rows[-1].status == "success"

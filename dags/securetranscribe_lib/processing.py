@@ -137,8 +137,9 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             return transcribe_stage(_workspace(context), **_attempt(context))
 
         @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY)
-        def diarize(probed: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Speaker diarization of the whole file with pyannote.audio (segmentation-3.0 + CAM++)."""
+        def diarize(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Speaker diarization of the whole file with pyannote.audio (segmentation-3.0 + CAM++); skipped
+            for a file in which VAD found no speech."""
             from tasks.stages import diarize_stage
 
             return diarize_stage(_workspace(context), **_attempt(context))
@@ -188,7 +189,8 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
         info = claim()
         probed = probe(info)
         is_new(info) >> probed
-        formats = merge(transcribe(plan(probed)), diarize(probed))
+        planned = plan(probed)
+        formats = merge(transcribe(planned), diarize(planned))
         export.expand(fmt=formats) >> metrics() >> finalize()
 
     return processing()

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, or_, select, text
+from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, or_, select, text, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -267,6 +267,20 @@ class MetricsStore:
             where = [table.c[k] == row[k] for k in keys]  # other backends: update, else insert
             if conn.execute(table.update().where(*where).values(**update)).rowcount == 0:
                 conn.execute(table.insert().values(**row))
+
+    def mark_interrupted(self, run_id: str, stage: str, before_try: int) -> int:
+        """Earlier tries of a stage still "running" — their process died (killed worker, crash) — become
+        "failed" with the reason, so no row claims to be running forever. Returns the rows changed."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(StageAttempt)
+                .where(StageAttempt.run_id == run_id, StageAttempt.stage == stage,
+                       StageAttempt.try_number < before_try, StageAttempt.status == "running")
+                .values(status="failed", error="interrupted: the task process ended before the stage finished",
+                        updated_at=now)
+            )
+        return result.rowcount or 0
 
     def purge(self, sha256: str) -> int:
         """Delete every file row with this sha256 and their stage rows; returns the number of files."""
