@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
 
+    os.umask(0o027)  # inherited by every Airflow process: data files 0640, folders 0750 at most
     settings = Settings.from_env()
     sup = Supervisor(settings, args.port, args.host)
 

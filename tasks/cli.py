@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["fetch", "verify", "list"])
     m.add_argument("names", nargs="*", help="artefacts (default: the default set)")
     m.add_argument("--all", action="store_true", help="include the fallback diarization models")
+
+    g = sub.add_parser("purge", help="remove a file's outputs, work files, ledger entry and metrics rows")
+    g.add_argument("sha256", help="content hash (see the transcript JSON's source.sha256, or `sha256sum FILE`)")
+    g.add_argument("--originals", action="store_true", help="also delete the original audio in archive/quarantine")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed")
 
     p = sub.add_parser("probe", help="describe an input file (JSON)")
     p.add_argument("audio", type=Path)
@@ -150,6 +156,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    import re
+
+    from .purge import purge
+
+    if not re.fullmatch(r"[0-9a-f]{64}", args.sha256):
+        print("securetranscribe: purge needs a full sha256 (64 hex characters)", file=sys.stderr)
+        return EXIT_INPUT
+    report = purge(args.sha256, originals=args.originals, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for label, items in (("outputs", report.outputs), ("work", report.work), ("original", report.originals)):
+        for item in items:
+            print(f"{verb} {label}: {item}")
+    if not args.dry_run:
+        print(f"{verb} ledger entry: {'yes' if report.ledger else 'none'}; metrics rows for "
+              f"{report.metrics_files} run(s)")
+    if not report.removed_anything:
+        print(f"nothing is kept about {args.sha256}", file=sys.stderr)
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from .audio import probe
 
@@ -167,6 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o027)  # everything we create: files 0640, folders 0750 at most
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -174,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.verbose == 0:
         warnings.filterwarnings("ignore")
-    handlers = {"transcribe": cmd_transcribe, "models": cmd_models, "probe": cmd_probe, "report": cmd_report}
+    handlers = {"transcribe": cmd_transcribe, "models": cmd_models, "probe": cmd_probe, "report": cmd_report,
+                "purge": cmd_purge}
     try:
         return handlers[args.command](args)
     except InputError as exc:

@@ -68,6 +68,8 @@ class Settings:
     unless the work already fell back to CPU. Unset in production."""
     fault_oom_diarization: bool = False
     """Fault injection: diarization raises GpuOutOfMemory until it falls back to CPU."""
+    fault_disk_full: bool = False
+    """Fault injection: every export write fails with OSError(ENOSPC), as on a full disk."""
 
     # -- diarization ----------------------------------------------------------------------------
     diarize: bool = True

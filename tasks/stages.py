@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -363,7 +364,9 @@ def diarize_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None)
             data = {"enabled": settings.diarize, "turns": [], "exclusive": [], "speakers": [], "attempts": [],
                     "device": "none", "timings": {}, "params": {}, "skipped": None if speech else "no speech"}
         else:
-            result = diarize(load_audio(ws), settings)
+            (ws.root / "diarize.pid").write_text(str(os.getpid()))
+            progress = ws.root / "diarize.progress"
+            result = diarize(load_audio(ws), settings, on_step=lambda step: progress.write_text(step))
             data = {"enabled": True, **asdict(result)}
             rec.add_attempts(result.attempts)
             rec.update(detail={"speakers": len(result.speakers), "steps": result.timings})
@@ -402,6 +405,8 @@ def merge_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None) -
             timings=stage_timings(ws),
         )
         atomic_write_json(ws.transcript_file, transcript.to_dict())
+        if settings.log_text:  # debug only: transcript text never reaches logs otherwise
+            log.info("transcript of %s: %s", ws.root.name, transcript.text[:4000])
     return {"segments": len(transcript.segments), "speakers": transcript.speakers, "language": transcript.language,
             "duration": transcript.duration}
 
@@ -453,6 +458,7 @@ def metrics_stage(ws: Workspace, *, try_number: int = 1, started_at: Any = None)
     return {k: v for k, v in row.items() if k != "outputs"}
 
 
+RETRYABLE_OUTCOMES = ("quarantined", "partial")  # clearing and re-running finalize re-evaluates these
 _FILE_STATUS = {"archived": "success", "duplicate": "skipped", "not_claimed": "skipped", "partial": "failed",
                 "quarantined": "quarantined"}
 
@@ -465,10 +471,15 @@ def finalize_stage(ws: Workspace, settings: Settings | None = None) -> dict[str,
     original is archived (nothing is lost) and the run is reported failed with the formats that failed.
     """
     settings = settings or Settings.from_env()
-    if (ws.root / "final.json").is_file():
-        return ws.read(ws.root / "final.json")
+    previous = ws.read(ws.root / "final.json") if (ws.root / "final.json").is_file() else None
+    if previous and previous["outcome"] not in RETRYABLE_OUTCOMES:
+        return previous
     info = ws.run_info() if ws.run_file.is_file() else None
     original = Path(info.input) if info else ws.input_file()
+    if previous and previous["outcome"] == "quarantined" and info:  # a retry after a fix: take it back
+        held = Path(previous["folder"]) / Path(info.input).name
+        if held.exists() or held.is_symlink():
+            original = held
     if info is None and original is None:
         outcome = {"outcome": "not_claimed", "failures": ws.failures()}
         atomic_write_json(ws.root / "final.json", outcome)
@@ -481,7 +492,9 @@ def finalize_stage(ws: Workspace, settings: Settings | None = None) -> dict[str,
         outcome = {"outcome": "duplicate", "archived": _keep_original(info, original, settings),
                    "duplicate_of": info.duplicate_of}
     elif info and ws.transcript_file.is_file() and ok:
-        archived = _keep_original(info, original, settings)
+        archived = _keep_original(info, original, settings) or (previous or {}).get("archived")
+        if previous and previous["outcome"] == "quarantined":  # recovered: its reason no longer applies
+            shutil.rmtree(previous["folder"], ignore_errors=True)
         Ledger(settings.home / "ledger").record(info.sha256, info.options_key, run_id=info.run_id,
                                                 out_dir=info.out_dir, archived=archived, formats=ok)
         outcome = {"outcome": "archived" if not failed else "partial", "archived": archived,

@@ -224,13 +224,16 @@ def archive_original(original: Path, archive_root: Path, when: dt.date | None = 
     folder = archive_root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
     for parent in (archive_root, folder.parent.parent, folder.parent, folder):
         parent.mkdir(mode=DIR_MODE, exist_ok=True, parents=True)
-    return move_durably(original, folder / original.name)
+    dest = move_durably(original, folder / original.name)
+    if not dest.is_symlink():
+        os.chmod(dest, 0o640)
+    return dest
 
 
 def quarantine_original(original: Path | None, quarantine_root: Path, run_id: str, reason: dict[str, Any]) -> Path:
     """Move the original to ``quarantine/<run_id>/`` with ``reason.json`` beside it; returns the folder."""
     folder = ensure_dir(quarantine_root / run_id)
     atomic_write_json(folder / "reason.json", reason)
-    if original is not None and (original.exists() or original.is_symlink()):
+    if original is not None and (original.exists() or original.is_symlink()) and original.parent != folder:
         move_durably(original, folder / original.name)
     return folder
