@@ -16,7 +16,7 @@ from pathlib import Path
 # Names that are never work: hidden files, editor locks, partial downloads and uploads.
 _IGNORED_PREFIXES = (".", "~$")
 _IGNORED_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".swp", "~", ".lock")
-_RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~+-]+")
+_RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_~+-]+")  # no dots: Airflow refuses ".." in run ids
 
 
 def is_ignored(name: str) -> bool:
@@ -91,7 +91,7 @@ class StabilityTracker:
 
 
 def safe_token(text: str, limit: int = 60) -> str:
-    """ASCII-only, run-id-safe version of a file name (``trñ00`` -> ``trn00``)."""
+    """ASCII-only, run-id-safe version of a file name (``trñ00`` -> ``trn00``, ``a..b`` -> ``a_b``)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     token = _RUN_ID_UNSAFE.sub("_", ascii_text).strip("._-")
     return (token or "file")[:limit]

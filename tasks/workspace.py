@@ -235,5 +235,7 @@ def quarantine_original(original: Path | None, quarantine_root: Path, run_id: st
     folder = ensure_dir(quarantine_root / run_id)
     atomic_write_json(folder / "reason.json", reason)
     if original is not None and (original.exists() or original.is_symlink()) and original.parent != folder:
-        move_durably(original, folder / original.name)
+        held = move_durably(original, folder / original.name)
+        if not held.is_symlink():
+            os.chmod(held, 0o640)
     return folder

@@ -153,3 +153,13 @@ def test_no_code_downloads_models(path):
 
 def test_corpus_fixture_is_real():
     assert corpus_file("speech/jfk.flac").stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("name", ["a..b", "..", "x/../y", "-rf --leading-dash", "it's \"quoted\"", "trñ00", "é" * 300])
+def test_run_ids_from_hostile_names_are_valid_airflow_run_ids(name):
+    import re
+
+    from tasks.inbox import Candidate, run_id_for
+
+    run_id = run_id_for(Candidate(f"/inbox/{name}.wav", 10, 1), "ab" * 32)
+    assert ".." not in run_id and re.fullmatch(r"[A-Za-z0-9_.~:+-]+", run_id) and len(run_id) <= 250
