@@ -16,21 +16,6 @@ DAG_IDS = {"securetranscribe_inbox", "securetranscribe_process"}
 HEAVY = ("torch", "faster_whisper", "pyannote", "ctranslate2", "numpy", "av", "weasyprint")
 
 
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """Migrate the session's SQLite Airflow DB; put the DAGs folder on sys.path as the dag bundle does."""
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
-    if str(ROOT / "dags") not in sys.path:
-        sys.path.insert(0, str(ROOT / "dags"))
-
-
-@pytest.fixture(scope="session")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(ROOT / "dags"))
-
-
 def test_dagbag_has_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
     assert DAG_IDS <= set(dagbag.dag_ids)
