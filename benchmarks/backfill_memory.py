@@ -122,17 +122,21 @@ def run_library(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 # -- airflow: the real scheduler, one backfill of N files ---------------------------------------------
 def classify(p: Any) -> str:
-    """A name for an Airflow process from its title (Airflow sets them with setproctitle)."""
+    """A name for an Airflow process from its title (Airflow 3.3 sets them with setproctitle)."""
     try:
         cmd = " ".join(p.cmdline())
     except Exception:
         return "?"
-    for key, name in (("task runner", "task"), ("supervisor", "task supervisor"), ("LocalExecutor", "executor worker"),
-                      ("scheduler", "scheduler"), ("triggerer", "triggerer"), ("dag-processor", "dag-processor"),
-                      ("dag_processor", "dag-processor"), ("api-server", "api-server"), ("api_server", "api-server")):
+    if "airflow worker -- LocalExecutor" in cmd:
+        return "executor worker"
+    if "airflow worker -- " in cmd:
+        return "task"  # the task process: "airflow worker -- <task instance id>"
+    for key, name in (("scheduler", "scheduler"), ("triggerer", "triggerer"), ("dag-processor", "dag-processor"),
+                      ("dag_processor", "dag-processor"), ("api-server", "api-server"), ("api_server", "api-server"),
+                      ("serve-logs", "log server")):
         if key in cmd:
             return name
-    return cmd[:60] or "?"
+    return "?"
 
 
 class Sampler(threading.Thread):
@@ -149,8 +153,6 @@ class Sampler(threading.Thread):
 
         t0 = time.monotonic()
         root = psutil.Process(self.root_pid)
-        kinds: dict[int, str] = {}
-        self.titles: dict[int, str] = {}
         while not self.stop.is_set():
             now = round(time.monotonic() - t0, 1)
             try:
@@ -159,12 +161,9 @@ class Sampler(threading.Thread):
                 return
             for p in procs:
                 try:
-                    if p.pid not in kinds:
-                        kinds[p.pid] = classify(p)
-                        self.titles[p.pid] = " ".join(p.cmdline())[:70]
-                    kind = kinds[p.pid]
                     rss = round(p.memory_info().rss / MB, 1)
-                    self.samples.append({"t": now, "pid": p.pid, "kind": kind, "rss_mb": rss})
+                    # classified at every sample: a forked process keeps its parent's title for a moment
+                    self.samples.append({"t": now, "pid": p.pid, "kind": classify(p), "rss_mb": rss})
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             self.stop.wait(self.interval)
@@ -213,44 +212,52 @@ def run_airflow(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         sampler.join()
     shutil.rmtree(tmp, ignore_errors=True)
     samples = sampler.samples
-    with open(out / "airflow.csv", "w", newline="") as fh:
+    write_airflow_csv(out / "airflow.csv", samples)
+    return {"mode": "airflow", "files": args.files, "model": args.model, "diarize": not args.no_diarize,
+            "runs": {s: states.count(s) for s in set(states)}, "timed_out": timed_out,
+            "wall_s": round(time.perf_counter() - t_start, 1), **summarize_airflow(samples, out, args.files)}
+
+
+def write_airflow_csv(path: Path, samples: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["t", "pid", "kind", "rss_mb"])
         w.writeheader()
         w.writerows(samples)
+
+
+def summarize_airflow(samples: list[dict[str, Any]], out: Path, files: int) -> dict[str, Any]:
+    """Long-lived processes (alive over 80 % of the run): RSS over time; the others: peak RSS per process."""
     by_pid: dict[int, list[dict[str, Any]]] = {}
     for s in samples:
-        by_pid.setdefault(s["pid"], []).append(s)
-    long_lived = {pid: ss for pid, ss in by_pid.items() if ss[0]["kind"] not in ("task", "task supervisor")}
-    tasks = [max(x["rss_mb"] for x in ss) for ss in by_pid.values() if ss[0]["kind"] == "task"]
-    span = max(s["t"] for s in samples)
-    lasting = {pid: ss for pid, ss in long_lived.items() if ss[-1]["t"] - ss[0]["t"] > 0.8 * span}
+        by_pid.setdefault(int(s["pid"]), []).append({**s, "t": float(s["t"]), "rss_mb": float(s["rss_mb"])})
+    span = max(s["t"] for ss in by_pid.values() for s in ss)
+
+    def kind(ss: list[dict[str, Any]]) -> str:
+        kinds = [s["kind"] for s in ss if s["kind"] != "?"]
+        return max(set(kinds), key=kinds.count) if kinds else "?"
+
+    lasting = {pid: ss for pid, ss in by_pid.items() if ss[-1]["t"] - ss[0]["t"] > 0.8 * span}
+    short: dict[str, list[float]] = {}
+    for pid, ss in by_pid.items():
+        if pid not in lasting:
+            k = "dag-processor (parse)" if kind(ss) == "dag-processor" else "task"
+            short.setdefault(k, []).append(max(s["rss_mb"] for s in ss))
+    long_lived = {}
     series = {}
-    for pid, ss in sorted(lasting.items(), key=lambda kv: kv[1][0]["kind"]):
-        series[f"{ss[0]['kind']} {pid}"] = ([s["t"] for s in ss], [s["rss_mb"] for s in ss])
+    for pid, ss in sorted(lasting.items(), key=lambda kv: kind(kv[1])):
+        rss = [s["rss_mb"] for s in ss]
+        long_lived[f"{kind(ss)} {pid}"] = {"first_mb": rss[0], "at_25pct_mb": rss[len(rss) // 4],
+                                           "at_50pct_mb": rss[len(rss) // 2], "at_75pct_mb": rss[3 * len(rss) // 4],
+                                           "last_mb": rss[-1], "max_mb": max(rss)}
+        series[f"{kind(ss)} {pid}"] = ([s["t"] for s in ss], rss)
     plot(out / "airflow.png", series, "seconds since the backfill was created",
-         f"Airflow processes during a {args.files}-file backfill")
-    summary = {
-        "mode": "airflow", "files": args.files, "model": args.model, "diarize": not args.no_diarize,
-        "runs": {s: states.count(s) for s in set(states)}, "timed_out": timed_out,
-        "wall_s": round(time.perf_counter() - t_start, 1),
-        "long_lived": {f"{ss[0]['kind']} {pid}": {"first_mb": ss[0]["rss_mb"], "last_mb": ss[-1]["rss_mb"],
-                                                  "max_mb": max(x["rss_mb"] for x in ss)}
-                       for pid, ss in sorted(lasting.items(), key=lambda kv: kv[1][0]["kind"])},
-        "task_processes": len(tasks),
-        "titles": _title_counts(sampler.titles),
-        "task_peak_rss_mb": {"median": sorted(tasks)[len(tasks) // 2] if tasks else None,
-                             "max": max(tasks) if tasks else None},
-    }
-    return summary
-
-
-def _title_counts(titles: dict[int, str]) -> dict[str, int]:
-    """How many processes had each title (task titles cut before their run id)."""
-    counts: dict[str, int] = {}
-    for t in titles.values():
-        key = " ".join(t.split()[:4])
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:15])
+         f"Long-lived Airflow processes during a {files}-file backfill")
+    peaks = {}
+    for k, ps in short.items():
+        ps.sort()
+        peaks[k] = {"processes": len(ps), "median_mb": ps[len(ps) // 2], "p90_mb": ps[int(0.9 * (len(ps) - 1))],
+                    "max_mb": ps[-1]}
+    return {"span_s": span, "long_lived": long_lived, "short_lived_peak_rss": peaks}
 
 
 def _distinct_wav(src: Path, dest: Path, i: int) -> None:
@@ -271,7 +278,9 @@ def _distinct_wav(src: Path, dest: Path, i: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("library", "airflow"))
+    parser.add_argument("mode", choices=("library", "airflow", "summarize"),
+                        help="summarize: the summary of an earlier airflow run from its CSV (--csv)")
+    parser.add_argument("--csv", type=Path, help="summarize: an airflow.csv written earlier")
     parser.add_argument("--files", type=int, default=None, help="files to process (library 100, airflow 40)")
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--no-diarize", action="store_true")
@@ -281,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.files = args.files or (100 if args.mode == "library" else 40)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = run_library(args, args.out) if args.mode == "library" else run_airflow(args, args.out)
+    if args.mode == "summarize":
+        with open(args.csv, newline="") as fh:
+            summary = {"mode": "airflow", **summarize_airflow(list(csv.DictReader(fh)), args.out, args.files)}
+        args.mode = "airflow-summary"
+    else:
+        summary = run_library(args, args.out) if args.mode == "library" else run_airflow(args, args.out)
     (args.out / f"{args.mode}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0
