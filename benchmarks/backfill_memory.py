@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +196,17 @@ def run_airflow(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         wait_until(parsed, 300, 2.0, "the archive DAG")
         sampler = Sampler(af.proc.pid)
         sampler.start()
-        af.api("POST", "/backfills", {"dag_id": "securetranscribe_archive", "from_date": "2024-03-01T00:00:00Z",
-                                      "to_date": "2024-03-01T00:00:00Z"})
+        body = {"dag_id": "securetranscribe_archive", "from_date": "2024-03-01T00:00:00Z",
+                "to_date": "2024-03-01T00:00:00Z"}
+        for attempt in range(10):  # the embedded SQLite database may be busy (503): nothing was created then
+            try:
+                af.api("POST", "/backfills", body)
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503 or attempt == 9:
+                    raise
+                if af.api("GET", "/backfills")["backfills"]:
+                    break  # it was created after all
 
         def done() -> bool:
             runs = af.runs("securetranscribe_process_batch")

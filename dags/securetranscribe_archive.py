@@ -60,13 +60,16 @@ def securetranscribe_archive() -> None:
     @task
     def list_partition(**context) -> list[dict]:
         """List the audio files of this interval's partition; one trigger request (run id + conf) per file."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from tasks.archive import partition_requests
 
         settings = Settings.from_env()
         if settings.backfill_root is None:
             raise AirflowSkipException("SECURETRANSCRIBE_BACKFILL_ROOT is not set: no archive to backfill")
+        if context.get("data_interval_start") is None:
+            raise AirflowFailException("this run has no data interval: trigger it with a logical date, or create a "
+                                       "backfill (airflow backfill create --dag-id securetranscribe_archive …)")
         return partition_requests(settings, context["data_interval_start"], context["data_interval_end"],
                                   dict(context["params"]), nonce=context["run_id"])
 

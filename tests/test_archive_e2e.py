@@ -13,9 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
 import wave
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,8 +125,29 @@ def wait_backfills_done(af: Airflow, timeout: float = 900) -> list[dict]:
     return wait_until(done, timeout, 3.0, "the backfill to complete")
 
 
+def busy_retry(call: Callable[[], Any], tries: int = 10) -> Any:
+    """``call()``, again while the embedded SQLite database is busy (the API answers 503)."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def create_backfill(af: Airflow, body: dict) -> dict:
+    """POST /backfills; after a busy answer, only again if no backfill of the DAG was created meanwhile."""
+    def create() -> dict:
+        open_ = [b for b in af.api("GET", f"/backfills?dag_id={body['dag_id']}")["backfills"] if not b["completed_at"]]
+        return open_[0] if open_ else af.api("POST", "/backfills", body)
+
+    return busy_retry(create)
+
+
 def set_gpu_slots(af: Airflow, slots: int) -> None:
-    af.api("PATCH", "/pools/gpu?update_mask=slots", {"pool": "gpu", "slots": slots, "include_deferred": False})
+    busy_retry(lambda: af.api("PATCH", "/pools/gpu?update_mask=slots",
+                              {"pool": "gpu", "slots": slots, "include_deferred": False}))
 
 
 def airflow_cli(af: Airflow, *args: str) -> subprocess.CompletedProcess:
@@ -195,9 +219,8 @@ def test_the_same_range_again_starts_no_new_transcription(af, archive, first_bac
     batch_before = {r["dag_run_id"]: r["end_date"] for r in af.runs(BATCH)}
     first_ends = {r["dag_run_id"]: r["end_date"] for r in backfill_runs(af)}
 
-    af.api("POST", "/backfills", {"dag_id": ARCHIVE, "from_date": "2024-03-01T00:00:00Z",
-                                  "to_date": "2024-03-03T00:00:00Z", "max_active_runs": 3,
-                                  "reprocess_behavior": "completed"})
+    create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-03-01T00:00:00Z", "to_date": "2024-03-03T00:00:00Z",
+                         "max_active_runs": 3, "reprocess_behavior": "completed"})
     wait_backfills_done(af)
     runs = backfill_runs(af)
     assert len(runs) == 3 and {r["state"] for r in runs} == {"success"}
@@ -216,8 +239,7 @@ def test_inbox_file_goes_before_queued_archive_files(af, archive, jfk_audio, fir
     set_gpu_slots(af, 0)  # hold every GPU task back for a moment
     for i, (a, b) in enumerate(((3, 8), (4, 9), (5, 10))):
         write_clip(jfk_audio, a, b, archive / "2024/04/01" / f"batch{i}.wav")
-    af.api("POST", "/backfills", {"dag_id": ARCHIVE, "from_date": "2024-04-01T00:00:00Z",
-                                  "to_date": "2024-04-01T00:00:00Z"})
+    create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-04-01T00:00:00Z", "to_date": "2024-04-01T00:00:00Z"})
 
     def gpu_states(dag_id: str, run_id: str) -> set[str | None]:
         return {ti["state"] for ti in af.task_instances(dag_id, run_id) if ti["task_id"] in ("transcribe", "diarize")}
