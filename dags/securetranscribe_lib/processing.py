@@ -119,7 +119,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             record = probe_stage(_workspace(context), **_attempt(context))
             return {"duration": record["duration"], "codec": record["probe"]["codec"]}
 
-        @task
+        @task(retry_policy=NO_RETRY_ON_BAD_INPUT)
         def plan(probed: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Run VAD once over the file and cut it into chunks between speech groups."""
             from tasks.stages import plan_stage
@@ -144,7 +144,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
 
             return diarize_stage(_workspace(context), **_attempt(context))
 
-        @task
+        @task(retry_policy=NO_RETRY_ON_BAD_INPUT)
         def merge(transcribed: dict[str, Any], diarized: dict[str, Any], **context: Any) -> list[str]:
             """Give every word a speaker and write the canonical transcript JSON; returns the formats to export."""
             from tasks.stages import merge_stage, run_formats
