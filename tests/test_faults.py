@@ -112,8 +112,8 @@ def test_disk_full_on_a_real_tmpfs(dagbag, home, monkeypatch):
 def af(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     with running_airflow(tmp, SECURETRANSCRIBE_MODEL="tiny.en", SECURETRANSCRIBE_INBOX_STABLE_S="2",
-                         SECURETRANSCRIBE_CHUNK_TARGET_S="60", SECURETRANSCRIBE_CHUNK_MIN_S="30",
-                         SECURETRANSCRIBE_CHUNK_MAX_S="80") as airflow:
+                         SECURETRANSCRIBE_DIARIZE="0", SECURETRANSCRIBE_CHUNK_TARGET_S="60",
+                         SECURETRANSCRIBE_CHUNK_MIN_S="30", SECURETRANSCRIBE_CHUNK_MAX_S="80") as airflow:
         try:
             yield airflow
         except Exception:
@@ -190,9 +190,9 @@ def _finished(af, run_id: str):
 def test_task_killed_mid_diarization_completes_on_retry(af, tmp_path):
     from tasks.metrics import MetricsStore
 
-    source = _meeting(tmp_path / "diarize me.wav", 3.0)
+    source = _meeting(tmp_path / "diarize me.wav", 2.0)
     run_id = "manual__kill-diarization"
-    af.trigger(PROCESS, {"path": str(source), "formats": ["json", "rttm"]}, run_id=run_id)
+    af.trigger(PROCESS, {"path": str(source), "formats": ["json", "rttm"], "diarize": True}, run_id=run_id)
     work = af.settings_home / "work" / run_id
     wait_until(lambda: (work / "diarize.progress").is_file(), 900, 0.2, "diarization to be under way")
     os.kill(int((work / "diarize.pid").read_text()), signal.SIGKILL)
