@@ -230,12 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SecureTranscribe: preparing Airflow in {sup.home}", flush=True)
     sup.prepare()
     sup.start()
+    try:
+        return serve(sup, settings, args)
+    finally:  # whatever happens (an error, a signal), nothing we started outlives us
+        sup.stop()
+
+
+def serve(sup: Supervisor, settings: Settings, args: argparse.Namespace) -> int:
+    """Wait until healthy, unpause, print the banner, then watch the components until stopped."""
     deadline = time.monotonic() + args.ready_timeout
     while not sup.healthy():
         sup.watch()
         if time.monotonic() > deadline:
             print(f"Airflow did not become healthy in {args.ready_timeout:.0f} s; logs in {sup.home / 'logs'}")
-            return sup.stop() or 1
+            return 1
         time.sleep(1.0)
     unpaused: list[str] = []
     while len(unpaused) < 2 and time.monotonic() < deadline:  # the DAGs appear once parsed

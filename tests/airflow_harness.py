@@ -26,6 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"success", "failed"}
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, however it dies (Linux prctl)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     import socket
 
@@ -129,7 +136,8 @@ def running_airflow(tmp_path: Path, timeout: float = 300.0, **env: str) -> Itera
     full_env = {**os.environ, "SECURETRANSCRIBE_HOME": str(home), "PYTHONUNBUFFERED": "1", **env}
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "airflow_supervisor.py"), "--port", str(port)],
-                                env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
     af = Airflow(home, port, proc, log)
     try:
         def ready() -> bool:
