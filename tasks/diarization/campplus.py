@@ -28,9 +28,15 @@ class _BasicResBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu_(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu_(out + self.shortcut(x))
+
+    def fuse(self) -> None:
+        self.conv1, self.bn1 = _fused(self.conv1, self.bn1)
+        self.conv2, self.bn2 = _fused(self.conv2, self.bn2)
+        if len(self.shortcut) == 2:
+            self.shortcut[0], self.shortcut[1] = _fused(self.shortcut[0], self.shortcut[1])
 
 
 class _FCM(nn.Module):
@@ -47,11 +53,26 @@ class _FCM(nn.Module):
         self.out_channels = m_channels * (feat_dim // 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x.unsqueeze(1))))
+        out = F.relu_(self.bn1(self.conv1(x.unsqueeze(1))))
         out = self.layer2(self.layer1(out))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu_(self.bn2(self.conv2(out)))
         b, c, f, t = out.shape
         return out.reshape(b, c * f, t)
+
+    def fuse(self) -> None:
+        self.conv1, self.bn1 = _fused(self.conv1, self.bn1)
+        self.conv2, self.bn2 = _fused(self.conv2, self.bn2)
+        for block in (*self.layer1, *self.layer2):
+            block.fuse()
+
+
+def _fused(conv: nn.Module, bn: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Fold an eval-mode BatchNorm into the convolution before it: (fused conv, Identity)."""
+    if isinstance(bn, nn.Identity):
+        return conv, bn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    return fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
 
 
 def _bn_relu(channels: int) -> nn.Sequential:
@@ -70,6 +91,9 @@ class _TDNNLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nonlinear(self.linear(x))
+
+    def fuse(self) -> None:
+        self.linear, self.nonlinear.batchnorm = _fused(self.linear, self.nonlinear.batchnorm)
 
 
 class _CAMLayer(nn.Module):
@@ -106,17 +130,26 @@ class _CAMDenseTDNNLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))))
 
+    def fuse(self) -> None:
+        self.linear1, self.nonlinear2.batchnorm = _fused(self.linear1, self.nonlinear2.batchnorm)
+
 
 class _CAMDenseTDNNBlock(nn.ModuleList):
     def __init__(self, num_layers: int, in_ch: int, growth: int, bn_ch: int, kernel: int, dilation: int) -> None:
         super().__init__()
+        self.growth = growth
         for i in range(num_layers):
             self.add_module(f"tdnnd{i + 1}", _CAMDenseTDNNLayer(in_ch + i * growth, growth, bn_ch, kernel, dilation))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense connectivity: each layer sees all earlier outputs (written into one buffer, not re-concatenated)."""
+        b, c, t = x.shape
+        out = x.new_empty(b, c + len(self) * self.growth, t)
+        out[:, :c] = x
         for layer in self:
-            x = torch.cat([x, layer(x)], dim=1)
-        return x
+            out[:, c: c + self.growth] = layer(out[:, :c])
+            c += self.growth
+        return out
 
 
 class _TransitLayer(nn.Module):
@@ -140,6 +173,9 @@ class _DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nonlinear(self.linear(x.unsqueeze(-1)).squeeze(-1))
+
+    def fuse(self) -> None:
+        self.linear, self.nonlinear.batchnorm = _fused(self.linear, self.nonlinear.batchnorm)
 
 
 def weighted_stats(x: torch.Tensor, weights: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
@@ -183,6 +219,26 @@ class CAMPPlus(nn.Module):
         if weights is not None and weights.shape[-1] != frames.shape[-1]:
             weights = F.interpolate(weights.unsqueeze(1), size=frames.shape[-1], mode="nearest").squeeze(1)
         return self.dense(weighted_stats(frames, weights))
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> CAMPPlus:
+        """Fold every BatchNorm that directly follows a convolution into it (eval only; same outputs).
+
+        The pre-activation BatchNorms of the dense blocks (BN -> ReLU -> conv) cannot be folded and stay.
+        """
+        self.eval()
+        self.head.fuse()
+        for module in self.xvector.children():
+            if isinstance(module, _TDNNLayer):
+                module.fuse()
+            elif isinstance(module, _CAMDenseTDNNBlock):
+                for layer in module:
+                    layer.fuse()
+        last_transit = self.xvector.transit3
+        last_transit.linear, self.xvector.out_nonlinear.batchnorm = _fused(
+            last_transit.linear, self.xvector.out_nonlinear.batchnorm)
+        self.dense.fuse()
+        return self
 
     def load_checkpoint(self, path: str) -> CAMPPlus:
         """Load the 3D-Speaker state dict (its ``xvector.dense.*`` keys map to ``dense.*``)."""

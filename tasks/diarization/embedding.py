@@ -1,8 +1,13 @@
-"""CAM++ as a pyannote.audio ``Model``: batched Kaldi fbank front-end, mask-weighted pooling.
+"""CAM++ as a pyannote.audio ``Model``: batched Kaldi fbank front-end, two ways to embed one speaker.
 
-pyannote calls ``model(waveforms, weights=masks)`` for one (window, speaker) pair at a time;
-:meth:`CamPlusPlusEmbedding.embed_windows` does better: the frame features of a window do not depend on
-the speaker, so they are computed once per window and pooled once per active speaker.
+pyannote calls ``model(waveforms, weights=masks)`` for one (window, speaker) pair at a time. Two
+batched replacements, chosen by ``DiarizationParams.embedding_pooling``:
+
+- :meth:`CamPlusPlusEmbedding.embed_cropped` ("crop", the default): the network runs on the speaker's
+  own active frames only (the fbank of the window is computed once, then cropped per speaker), as if
+  the speaker's speech had been cut out of the window. Other voices never reach the network.
+- :meth:`CamPlusPlusEmbedding.embed_windows` ("mask"): the network runs once per window on all of it
+  and the frame outputs are pooled per speaker with the speaker's activity as weights.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ _FRAME = 400  # 25 ms
 _SHIFT = 160  # 10 ms
 _NFFT = 512
 _MIN_FRAMES = 10
+NETWORK_BATCH = 2
+"""10 s inputs per forward pass. Larger batches are no faster on CPU, and their activations (hundreds
+of MB) come back from the allocator as fresh pages each time: page faults cost more than the gain."""
 
 
 def _mel_banks(num_bins: int = 80) -> torch.Tensor:
@@ -51,6 +59,7 @@ class CamPlusPlusEmbedding(Model):
         self.net = CAMPPlus(feat_dim=80, embedding_size=192)
         if checkpoint:
             self.net.load_checkpoint(checkpoint)
+        self.net.fuse_for_inference()  # inference only: BatchNorms folded into the convolutions
         self.register_buffer("mel_banks", _mel_banks(), persistent=False)
         self.register_buffer("window", torch.hann_window(_FRAME, periodic=False).pow(0.85), persistent=False)
         self.eval()
@@ -77,7 +86,9 @@ class CamPlusPlusEmbedding(Model):
         waveforms: (B, 1, N); masks: (B, S, F) speaker activity at any frame rate.
         Returns (B, S, 192); rows whose mask is empty are NaN.
         """
-        frames = self.net.frames(self.features(waveforms))  # (B, C, T)
+        feats = self.features(waveforms)
+        frames = torch.cat([self.net.frames(feats[i: i + NETWORK_BATCH])
+                            for i in range(0, feats.shape[0], NETWORK_BATCH)])  # (B, C, T)
         b, s, f = masks.shape
         w = F.interpolate(masks.float().reshape(b * s, 1, f), size=frames.shape[-1], mode="nearest").reshape(b, s, -1)
         c, t = frames.shape[1], frames.shape[2]
@@ -85,3 +96,30 @@ class CamPlusPlusEmbedding(Model):
         emb = self.net.dense(weighted_stats(stacked, w.reshape(b * s, t))).reshape(b, s, -1)
         empty = w.sum(dim=-1) <= 0
         return emb.masked_fill(empty.unsqueeze(-1), math.nan)
+
+    @torch.inference_mode()
+    def embed_cropped(self, waveforms: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Embeddings of several speakers per window, each from its own active frames only.
+
+        waveforms: (B, 1, N); masks: (B, S, F) speaker activity at any frame rate.
+        Returns (B, S, 192); speakers active for fewer than 10 fbank frames (0.1 s) are NaN.
+        Crops of equal length are batched; the others run one by one (padding would change the result:
+        CAM++ pools context over the whole input).
+        """
+        wave = waveforms[:, 0, :] if waveforms.dim() == 3 else waveforms
+        feats = kaldi_fbank(wave.float(), self.mel_banks, self.window)  # (B, T, 80)
+        b, s, f = masks.shape
+        t = feats.shape[1]
+        active = F.interpolate(masks.float().reshape(b * s, 1, f), size=t, mode="nearest").reshape(b, s, t) > 0
+        out = torch.full((b, s, self.dimension), math.nan, device=feats.device)
+        crops: dict[int, list[tuple[int, int, torch.Tensor]]] = {}
+        for i, j in (active.sum(dim=-1) >= _MIN_FRAMES).nonzero().tolist():
+            x = feats[i, active[i, j]]
+            crops.setdefault(x.shape[0], []).append((i, j, x - x.mean(dim=0, keepdim=True)))
+        for same_length in crops.values():
+            for k in range(0, len(same_length), NETWORK_BATCH):
+                group = same_length[k: k + NETWORK_BATCH]
+                emb = self.net(torch.stack([x for _, _, x in group]))
+                for (i, j, _), e in zip(group, emb):
+                    out[i, j] = e
+        return out
