@@ -25,7 +25,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt -c requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps -e .
 
 models: $(BIN)/python
 	$(BIN)/securetranscribe models fetch
