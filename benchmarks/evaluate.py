@@ -116,13 +116,15 @@ def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, c
 
 
 def _display(path: Path) -> str:
+    if path.parent.name == "sample" and path.parent.parent.name == "audio":  # inside the pyannote.audio wheel
+        return f"{PYANNOTE_SAMPLE}/{path.name}"
     corpus = default_corpus()
     for base in (corpus, ROOT):
         try:
             return str(path.relative_to(base))
         except ValueError:
             continue
-    return f"{PYANNOTE_SAMPLE}/{path.name}" if path.parent.name == "sample" else str(path)
+    return str(path)
 
 
 def summarise(rows: list[dict[str, Any]], collar: str = "0.25") -> dict[str, Any]:

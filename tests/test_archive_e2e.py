@@ -125,15 +125,23 @@ def wait_backfills_done(af: Airflow, timeout: float = 900) -> list[dict]:
     return wait_until(done, timeout, 3.0, "the backfill to complete")
 
 
-def busy_retry(call: Callable[[], Any], tries: int = 10) -> Any:
-    """``call()``, again while the embedded SQLite database is busy (the API answers 503)."""
-    for attempt in range(tries):
+def busy_retry(call: Callable[[], Any], timeout: float = 60) -> Any:
+    """``call()``, again while the embedded SQLite database is busy.
+
+    A write that meets another writer's commit fails at once in SQLite's WAL mode (a stale snapshot: no
+    busy timeout helps); the API answers 503, or 500 when it happens in its audit-log insert. Only for
+    calls that are safe to repeat.
+    """
+    def attempt() -> Any:
         try:
             return call()
         except urllib.error.HTTPError as exc:
-            if exc.code != 503 or attempt == tries - 1:
+            if exc.code not in (500, 503):
                 raise
-    raise AssertionError("unreachable")
+            print(f"API busy ({exc.code}); again")
+            return None
+
+    return wait_until(attempt, timeout, 1.0, "the API to accept the write (SQLite busy)")
 
 
 def create_backfill(af: Airflow, body: dict) -> dict:

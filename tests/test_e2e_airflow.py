@@ -96,8 +96,10 @@ def test_metrics_rows_add_up_to_the_run(af, first_batch, tmp_path):
     from tasks.metrics import MetricsStore
 
     af.wait_for_runs(PROCESS, count=4, timeout=600)  # nothing else running
-    source = tmp_path / "trn03.flac"
-    shutil.copyfile(corpus_file("ami/trn03.flac"), source)
+    # 4 minutes, so that the scheduler's hand-over between tasks (a fixed ~0.3 s per task, in no stage's
+    # row) stays a small share of the run, as it is for real recordings
+    source = long_meeting(tmp_path / "metrics check.wav", minutes=4.0)
+    duration = source.stat().st_size / 2 / 16000  # close enough: 44-byte header
     run_id = "manual__metrics-check"
     af.trigger(PROCESS, {"path": str(source)}, run_id=run_id)
     run = next(r for r in af.wait_for_runs(PROCESS, count=5, timeout=600) if r["dag_run_id"] == run_id)
@@ -105,9 +107,9 @@ def test_metrics_rows_add_up_to_the_run(af, first_batch, tmp_path):
 
     store = MetricsStore(f"sqlite:///{af.settings_home / 'metrics.db'}")
     record = store.file(run_id)
-    assert record.status == "success" and record.file_name == "trn03.flac" and record.model == "tiny.en"
-    assert record.audio_duration == pytest.approx(30.0, abs=0.1) and record.speakers >= 1
-    assert any(str(o).endswith("trn03/trn03.json") for o in record.outputs)
+    assert record.status == "success" and record.file_name == "metrics check.wav" and record.model == "tiny.en"
+    assert record.audio_duration == pytest.approx(duration, abs=0.1) and record.speakers >= 2
+    assert any(str(o).endswith("metrics check/metrics check.json") for o in record.outputs)
     last = record.last_tries()
     assert {"claim", "probe", "plan", "transcribe", "diarize", "merge", "export-json", "export-txt", "metrics"} \
         <= set(last)
@@ -117,7 +119,7 @@ def test_metrics_rows_add_up_to_the_run(af, first_batch, tmp_path):
     total = sum(s.seconds for s in last.values())
     assert 0.8 * wall <= total <= 1.2 * wall, (total, wall, {k: round(v.seconds, 2) for k, v in last.items()})
     assert last["transcribe"].rtf > 1.0 and last["transcribe"].peak_rss_mb > 100
-    assert last["diarize"].audio_seconds == pytest.approx(30.0, abs=0.1)
+    assert last["diarize"].audio_seconds == pytest.approx(duration, abs=0.1)
 
 
 def test_grid_shows_the_runs_in_chromium(af, first_batch, artifacts):

@@ -110,9 +110,12 @@ def words_of(t: Transcript) -> list[str]:
     return [w.text.strip() for w in t.words if w.text.strip()]
 
 
-def speaker_at(t: Transcript, time: float) -> str:
-    """The speaker of the word that starts at ``time`` (subtitle cues start on a word)."""
-    best = min(t.words, key=lambda w: abs(w.start - time))
+def speaker_at(t: Transcript, time: float, first_word: str) -> str:
+    """The speaker of the cue's first word, which starts at ``time`` (give or take the 1 ms a cue may be
+    moved so that cues never overlap); when several words start there, the one the cue begins with."""
+    gap = min(abs(w.start - time) for w in t.words)
+    near = [w for w in t.words if abs(w.start - time) <= gap + 0.002]
+    best = next((w for w in near if w.text.strip() == first_word), near[0])
     return best.speaker or "SPEAKER_00"
 
 
@@ -266,7 +269,7 @@ def test_srt_parses_and_keeps_words_speakers_times(case, tmp_path):
     said = []
     for start, _end, lines in cues:
         name, first = split_prefix(lines[0])
-        assert name == options.speaker(speaker_at(t, start))
+        assert name == options.speaker(speaker_at(t, start, (first or lines[-1]).split()[0]))
         said += [first, *lines[1:]]
         assert any(abs(w.start - start) < 0.01 for w in t.words), f"cue at {start} does not start on a word"
     assert norm(" ".join(said)).split() == words_of(t)
@@ -287,7 +290,8 @@ def test_vtt_parses_with_voice_tags(case, tmp_path):
         lines = [html.unescape(line) for line in c.text.split("\n")]
         cues.append((c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, lines))
         name, first = split_prefix(lines[0])
-        assert html.unescape(c.voice) == name == options.speaker(speaker_at(t, cues[-1][0]))
+        speaker = speaker_at(t, cues[-1][0], (first or lines[-1]).split()[0])
+        assert html.unescape(c.voice) == name == options.speaker(speaker)
         said += [first, *lines[1:]]
     check_cues(cues, t.duration)
     assert norm(" ".join(said)).split() == words_of(t)
