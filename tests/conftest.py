@@ -83,6 +83,39 @@ def long_meeting(tmp_path_factory, corpus: Path) -> Path:
     return out / "long_meeting.wav"
 
 
+def write_wav(audio, path: Path) -> Path:
+    """Write a 16 kHz mono float waveform as 16-bit PCM WAV (parent folders created)."""
+    import wave
+
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def ami_meeting(path: Path, minutes: float) -> Path:
+    """The corpus's AMI excerpts end to end, in name order and again, until ``minutes`` are reached."""
+    import numpy as np
+
+    from tasks.audio import decode
+
+    excerpts = sorted(corpus_file("ami/dev00.flac").parent.glob("*.flac"))
+    pieces, total = [], 0.0
+    while total < minutes * 60:
+        for f in excerpts:
+            pieces.append(decode(f))
+            total += len(pieces[-1]) / 16000
+            if total >= minutes * 60:
+                break
+    return write_wav(np.concatenate(pieces), path)
+
+
 def ffmpeg(*args: str) -> None:
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is needed to build test media (Debian package ffmpeg)", pytrace=False)

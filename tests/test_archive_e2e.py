@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import urllib.error
-import wave
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 
 from tests.airflow_harness import Airflow, running_airflow, wait_until
-from tests.conftest import ROOT, corpus_file
+from tests.conftest import ROOT, corpus_file, write_wav
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1800)]
 ARCHIVE = "securetranscribe_archive"
@@ -39,14 +38,7 @@ def when(text: str) -> datetime:
 
 def write_clip(audio: np.ndarray, start_s: float, end_s: float, path: Path) -> Path:
     """A 16 kHz mono WAV cut from ``audio``: a short, distinct recording."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pcm = (np.clip(audio[int(start_s * 16000):int(end_s * 16000)], -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return path
+    return write_wav(audio[int(start_s * 16000):int(end_s * 16000)], path)
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

@@ -11,15 +11,12 @@ import os
 import re
 import shutil
 import signal
-import wave
 from datetime import datetime
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.airflow_harness import running_airflow, wait_until
-from tests.conftest import corpus_file
+from tests.conftest import ami_meeting, corpus_file
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1800)]
 PROCESS = "securetranscribe_process"
@@ -98,7 +95,7 @@ def test_metrics_rows_add_up_to_the_run(af, first_batch, tmp_path):
     af.wait_for_runs(PROCESS, count=4, timeout=600)  # nothing else running
     # 4 minutes, so that the scheduler's hand-over between tasks (a fixed ~0.3 s per task, in no stage's
     # row) stays a small share of the run, as it is for real recordings
-    source = long_meeting(tmp_path / "metrics check.wav", minutes=4.0)
+    source = ami_meeting(tmp_path / "metrics check.wav", minutes=4.0)
     duration = source.stat().st_size / 2 / 16000  # close enough: 44-byte header
     run_id = "manual__metrics-check"
     af.trigger(PROCESS, {"path": str(source)}, run_id=run_id)
@@ -147,30 +144,10 @@ def test_grid_shows_the_runs_in_chromium(af, first_batch, artifacts):
             browser.close()
 
 
-def long_meeting(path: Path, minutes: float = 6.0) -> Path:
-    """AMI excerpts end to end (16 kHz mono PCM)."""
-    from tasks.audio import decode
-
-    pieces, total = [], 0
-    files = sorted(corpus_file("ami/dev00.flac").parent.glob("*.flac"))
-    while total < minutes * 60 * 16000:
-        for f in files:
-            a = decode(f)
-            pieces.append(a)
-            total += len(a)
-    pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
 def test_task_killed_mid_transcription_resumes_from_checkpoint(af, first_batch, tmp_path):
     from tasks.result import Transcript
 
-    source = long_meeting(tmp_path / "long meeting.wav")
+    source = ami_meeting(tmp_path / "long meeting.wav", minutes=8.0)
     run_id = "manual__kill-test"
     af.trigger(PROCESS, {"path": str(source), "diarize": False}, run_id=run_id)
     work = af.settings_home / "work" / run_id

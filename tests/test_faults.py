@@ -7,14 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.airflow_harness import running_airflow, wait_until
-from tests.conftest import corpus_file
+from tests.conftest import ami_meeting, corpus_file
 
 PROCESS = "securetranscribe_process"
 
@@ -158,24 +157,6 @@ def test_scheduler_and_triggerer_restart_while_files_wait(af):
     assert not list(inbox.iterdir())
 
 
-def _meeting(path: Path, minutes: float) -> Path:
-    from tasks.audio import decode
-
-    pieces, total = [], 0.0
-    for f in sorted(corpus_file("ami/dev00.flac").parent.glob("*.flac")) * 4:
-        pieces.append(decode(f))
-        total += len(pieces[-1]) / 16000
-        if total >= minutes * 60:
-            break
-    pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
 def _finished(af, run_id: str):
     def check():
         run = af.api("GET", f"/dags/{PROCESS}/dagRuns/{run_id}")
@@ -190,7 +171,7 @@ def _finished(af, run_id: str):
 def test_task_killed_mid_diarization_completes_on_retry(af, tmp_path):
     from tasks.metrics import MetricsStore
 
-    source = _meeting(tmp_path / "diarize me.wav", 2.0)
+    source = ami_meeting(tmp_path / "diarize me.wav", 2.0)
     run_id = "manual__kill-diarization"
     af.trigger(PROCESS, {"path": str(source), "formats": ["json", "rttm"], "diarize": True}, run_id=run_id)
     work = af.settings_home / "work" / run_id
@@ -214,7 +195,7 @@ def test_task_killed_mid_diarization_completes_on_retry(af, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_input_deleted_from_the_work_folder_fails_clearly_once(af, tmp_path):
-    source = _meeting(tmp_path / "vanishing.wav", 2.0)
+    source = ami_meeting(tmp_path / "vanishing.wav", 2.0)
     run_id = "manual__vanishing-input"
     af.trigger(PROCESS, {"path": str(source), "diarize": False}, run_id=run_id)
     work = af.settings_home / "work" / run_id
