@@ -7,6 +7,7 @@ import torch
 
 from tasks import audio
 from tasks.diarization import diarize
+from tasks.diarization.pipeline import DEFAULT_PARAMS
 from tasks.evaluation import diarization_scores, read_rttm, read_uem
 from tests.conftest import corpus_file
 
@@ -143,3 +144,23 @@ def test_mask_pooling_is_still_available(pyannote_sample, tiny_settings):
                      params=DiarizationParams(embedding_pooling="mask", clustering_method="centroid",
                                               clustering_threshold=0.6))  # the defaults before tuning
     assert len(result.speakers) == 2
+
+
+def test_phantom_speakers_are_dropped_and_labels_stay_contiguous():
+    from tasks.diarization.pipeline import _without_phantoms
+    from tasks.result import Turn
+
+    turns = [Turn(0.0, 5.0, "SPEAKER_00"), Turn(5.0, 5.02, "SPEAKER_01"), Turn(5.0, 9.0, "SPEAKER_02")]
+    kept, exclusive = _without_phantoms(turns, turns[:2], 0.1, 0)
+    assert [(t.start, t.speaker) for t in kept] == [(0.0, "SPEAKER_00"), (5.0, "SPEAKER_01")]
+    assert [(t.start, t.speaker) for t in exclusive] == [(0.0, "SPEAKER_00")]
+    # a speaker count asked for is never undercut: the quietest speaker stays when 3 are required
+    assert len({t.speaker for t in _without_phantoms(turns, turns, 0.1, 3)[0]}) == 3
+
+
+def test_no_speaker_with_only_milliseconds_of_speech(tiny_settings):
+    """trn03: one dominant voice; pyannote's reconstruction also leaves a label with a few ms of turns."""
+    result = diarize(audio.decode(corpus_file("ami/trn03.flac")), tiny_settings)
+    talk = {s: sum(t.end - t.start for t in result.turns if t.speaker == s) for s in result.speakers}
+    assert talk and min(talk.values()) >= DEFAULT_PARAMS.min_speaker_s, talk
+    assert result.speakers == [f"SPEAKER_{i:02d}" for i in range(len(result.speakers))]

@@ -44,6 +44,10 @@ class DiarizationParams:
     embedding_pooling: str = "crop"
     """``crop``: CAM++ runs on each speaker's active frames only; ``mask``: once per window, pooled
     with the speaker's activity as weights."""
+    min_speaker_s: float = 0.1
+    """A speaker with less speech than this in the whole file is dropped (its moments go to the others
+    when words are assigned): pyannote's reconstruction can leave a label with a few milliseconds in
+    overlapped frames. Never below a speaker count the caller asked for."""
     segmentation_batch_size: int = 32
     embedding_batch_size: int = 32
 
@@ -264,10 +268,11 @@ def _run(audio: np.ndarray, settings: Settings, device: str, params: Diarization
                       **{k: v for k, v in hints.items() if v is not None})
     full = getattr(output, "speaker_diarization", output)
     exclusive = getattr(output, "exclusive_speaker_diarization", full)
-    turns = _turns(full)
+    turns, exclusive_turns = _without_phantoms(_turns(full), _turns(exclusive), params.min_speaker_s,
+                                               hints.get("num_speakers") or hints.get("min_speakers") or 0)
     return Diarization(
         turns=turns,
-        exclusive=_turns(exclusive),
+        exclusive=exclusive_turns,
         speakers=sorted({t.speaker for t in turns}),
         device=device,
         timings=timer.timings(),
@@ -280,6 +285,23 @@ def _turns(annotation: Any) -> list[Turn]:
         Turn(start=round(float(seg.start), 3), end=round(float(seg.end), 3), speaker=str(label))
         for seg, _, label in annotation.itertracks(yield_label=True)
     ]
+
+
+def _without_phantoms(turns: list[Turn], exclusive: list[Turn], min_speaker_s: float,
+                      keep_at_least: int) -> tuple[list[Turn], list[Turn]]:
+    """Drop speakers with less than ``min_speaker_s`` of speech (keeping the ``keep_at_least`` who speak
+    most) and number the rest ``SPEAKER_00``, ``SPEAKER_01`` … in their original order, without gaps."""
+    talk: dict[str, float] = {}
+    for t in turns:
+        talk[t.speaker] = talk.get(t.speaker, 0.0) + (t.end - t.start)
+    ranked = sorted(talk, key=lambda s: -talk[s])
+    kept = sorted(s for i, s in enumerate(ranked) if talk[s] >= min_speaker_s or i < keep_at_least)
+    names = {old: f"SPEAKER_{i:02d}" for i, old in enumerate(kept)}
+
+    def relabel(items: list[Turn]) -> list[Turn]:
+        return [Turn(start=t.start, end=t.end, speaker=names[t.speaker]) for t in items if t.speaker in names]
+
+    return relabel(turns), relabel(exclusive)
 
 
 def _attempt(device: str, outcome: str, seconds: float, params: DiarizationParams, fallback: bool,
