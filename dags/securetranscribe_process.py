@@ -11,7 +11,7 @@ exports (one task per format) → finalize.
 - Success: the original moves to `archive/YYYY/MM/DD/`. Failure: it moves to `quarantine/<run id>/`
   with a `reason.json`, and the run fails.
 - Conf: `num_speakers`, `min_speakers`, `max_speakers`, `language`, `model`, `formats`, `speaker_names`,
-  `reprocess`.
+  `csv_bom`, `csv_formula_guard`, `reprocess`.
 """
 
 from securetranscribe_lib.processing import build_processing_dag

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--speaker-name", action="append", metavar="LABEL=NAME|FILE.json",
                    help="display name for a speaker (repeatable), or a JSON mapping file")
     t.add_argument("--csv-bom", action="store_true", help="CSV with a UTF-8 BOM for spreadsheets")
+    t.add_argument("--csv-raw", action="store_true",
+                   help="CSV cells exactly as transcribed (no apostrophe before = + - @; unsafe in spreadsheets)")
 
     m = sub.add_parser("models", help="fetch or verify model files (set-up)")
     m.add_argument("action", choices=["fetch", "verify", "list"])
@@ -110,7 +112,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         hotwords=args.hotwords, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
         max_speakers=args.max_speakers, formats=args.formats, diarize=False if args.no_diarize else None,
     )
-    options = ExportOptions(speaker_names=_speaker_names(args.speaker_name), csv_bom=args.csv_bom)
+    options = ExportOptions(speaker_names=_speaker_names(args.speaker_name), csv_bom=args.csv_bom,
+                            csv_formula_guard=not args.csv_raw)
     status = 0
     for path in args.audio:
         try:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # Per-run options a DAG run's conf may set (anything else in conf is ignored).
 RUN_OPTIONS = ("model", "language", "multilingual", "initial_prompt", "hotwords", "num_speakers", "min_speakers",
                "max_speakers", "diarize", "formats")
+# Per-run export choices a conf may set (see ExportOptions.from_conf); they do not change the transcript.
+EXPORT_OPTIONS = ("speaker_names", "csv_bom", "csv_formula_guard")
 
 
 def run_overrides(conf: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +251,7 @@ def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = Non
             run_id=run_id, name=claimed.name, stem=stem, work=str(ws.root), input=str(claimed), source=str(source),
             sha256=sha, size=claimed.stat().st_size, out_dir=str(output_dir(settings.outbox, stem, sha)),
             options_key=key,
-            options={k: conf[k] for k in (*RUN_OPTIONS, "speaker_names", "reprocess") if k in conf},
+            options={k: conf[k] for k in (*RUN_OPTIONS, *EXPORT_OPTIONS, "reprocess") if k in conf},
             duplicate_of=duplicate,
             from_inbox=ws.input_dir in source.parents or settings.inbox in source.parents,
         )
@@ -421,7 +423,7 @@ def export_stage(ws: Workspace, fmt: str, *, try_number: int = 1, started_at: An
         try:
             transcript = Transcript.load(ws.transcript_file)
             transcript.timings = stage_timings(ws)
-            options = ExportOptions(speaker_names=dict(info.options.get("speaker_names") or {}))
+            options = ExportOptions.from_conf({k: info.options[k] for k in EXPORT_OPTIONS if k in info.options})
             out_dir = Path(info.out_dir)
             files = write_format(transcript, out_dir, info.stem, fmt, options)
             atomic_write_json(out_dir / ".source.json", {"sha256": info.sha256, "name": info.name})

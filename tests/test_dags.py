@@ -136,12 +136,18 @@ def test_ami_excerpt_run_finds_several_speakers(dagbag, home):
     from tasks.result import Transcript
 
     path = drop(home, corpus_file("ami/trn04.flac"))
-    state, run = run_dag(dagbag, {"path": str(path), "formats": ["json", "txt", "srt", "rttm"]})
+    conf = {"path": str(path), "formats": ["json", "txt", "srt", "rttm", "csv"], "csv_bom": True,
+            "speaker_names": {"SPEAKER_00": "Ann Example"}}
+    state, run = run_dag(dagbag, conf)
     assert state == "success", run
-    transcript = Transcript.load(home / "outbox" / "trn04" / "trn04.json")
+    out = home / "outbox" / "trn04"
+    transcript = Transcript.load(out / "trn04.json")
     assert len(transcript.speakers) >= 2 and transcript.turns
-    assert {p.suffix for p in (home / "outbox" / "trn04").iterdir()} >= {".json", ".txt", ".srt", ".rttm"}
-    assert [ti for ti, s in run["states"].items() if ti[0] == "export" and s == "success"].__len__() == 4
+    assert {p.suffix for p in out.iterdir()} >= {".json", ".txt", ".srt", ".rttm", ".csv"}
+    assert [ti for ti, s in run["states"].items() if ti[0] == "export" and s == "success"].__len__() == 5
+    # the run's export choices reach the writers
+    table = (out / "trn04.csv").read_bytes()
+    assert table.startswith(b"\xef\xbb\xbf") and b"Ann Example" in table and b"SPEAKER_00" not in table
 
 
 def test_same_content_again_is_skipped_and_recorded(dagbag, home, monkeypatch):

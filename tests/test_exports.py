@@ -237,7 +237,7 @@ def test_csv_round_trips_through_pandas(case, tmp_path, bom):
     import pandas as pd
 
     t, options = case
-    options = dataclasses.replace(options, csv_bom=bom)
+    options = dataclasses.replace(options, csv_bom=bom, csv_formula_guard=False)  # the exact text back
     paths = write_format(t, tmp_path, "t", "csv", options)
     assert [p.name for p in paths] == ["t.csv", "t.words.csv"]
     for p in paths:
@@ -255,6 +255,43 @@ def test_csv_round_trips_through_pandas(case, tmp_path, bom):
     assert words["speaker"].tolist() == [options.speaker(w.speaker) for w in t.words]
     assert words["start"].tolist() == pytest.approx([w.start for w in t.words], abs=1e-3)
     assert words["probability"].tolist() == pytest.approx([w.probability for w in t.words], abs=1e-4)
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+1 555 0100", "-5 degrees today", "@SUM(A1:A9)"]
+
+
+def formula_transcript() -> Transcript:
+    texts = [*FORMULAS, "an ordinary sentence = fine"]
+    segments = []
+    for i, text in enumerate(texts):
+        words = [Word(float(i) + 0.1 * k, float(i) + 0.1 * k + 0.05, f" {w}", 0.9, "SPEAKER_00")
+                 for k, w in enumerate(text.split())]
+        segments.append(Segment(float(i), float(i) + 0.9, f" {text}", speaker="SPEAKER_00", words=words))
+    return Transcript(segments=segments, language="en", duration=float(len(texts)))
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_csv_cells_never_run_as_spreadsheet_formulas(tmp_path, guard):
+    import csv
+
+    t = formula_transcript()
+    options = ExportOptions(speaker_names={"SPEAKER_00": "=cmd|' /C calc'!A0"}, csv_formula_guard=guard)
+    seg_path, word_path = write_format(t, tmp_path, "t", "csv", options)
+    rows = list(csv.DictReader(seg_path.open(encoding="utf-8", newline="")))
+    texts = [r["text"] for r in rows]
+    words = [r["word"] for r in csv.DictReader(word_path.open(encoding="utf-8", newline=""))]
+    speakers = {r["speaker"] for r in rows}
+    if guard:
+        assert texts == ["'" + f for f in FORMULAS] + ["an ordinary sentence = fine"]
+        assert speakers == {"'=cmd|' /C calc'!A0"}
+        cells = texts + words + list(speakers)
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+        assert "'=HYPERLINK(\"http://evil.example\",\"click\")" in words
+    else:
+        assert texts == [s.text.strip() for s in t.segments]
+        assert speakers == {"=cmd|' /C calc'!A0"}
+    assert ExportOptions.from_conf({"csv_formula_guard": False}).csv_formula_guard is False
+    assert ExportOptions().csv_formula_guard is True
 
 
 def test_srt_parses_and_keeps_words_speakers_times(case, tmp_path):

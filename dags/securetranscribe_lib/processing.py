@@ -45,6 +45,9 @@ PARAMS = {
     "formats": Param(None, type=["null", "array"], description="Export formats; empty: settings "
                      "(txt json csv srt vtt pdf docx md rttm)."),
     "speaker_names": Param({}, type="object", description='Display names, e.g. {"SPEAKER_00": "Diane"}.'),
+    "csv_bom": Param(False, type="boolean", description="CSV exports with a UTF-8 byte-order mark (Excel)."),
+    "csv_formula_guard": Param(True, type="boolean", description="Prefix CSV cells starting with = + - @ with "
+                               "an apostrophe so spreadsheets never run them as formulas."),
     "reprocess": Param(False, type="boolean", description="Process again even if this content was done."),
 }
 

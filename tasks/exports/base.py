@@ -41,6 +41,9 @@ class ExportOptions:
     """Display names, e.g. {"SPEAKER_00": "Diane"}; applied by every format."""
     csv_bom: bool = False
     """Write CSV with a UTF-8 byte-order mark (for spreadsheet programs)."""
+    csv_formula_guard: bool = True
+    """Prefix CSV text cells starting with ``= + - @`` (tab, CR) with an apostrophe so spreadsheets show them
+    as text instead of running them as formulas; off gives the raw text."""
     title: str = "Transcript"
     """Document title (PDF, DOCX, Markdown)."""
     date: str | None = None
@@ -56,7 +59,7 @@ class ExportOptions:
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any] | None) -> ExportOptions:
         """Options from a DAG-run conf / JSON object: ``speaker_names`` (a mapping or a mapping file), ``csv_bom``,
-        ``title``, ``date``, ``subtitles`` (a mapping of :class:`SubtitleOptions` fields)."""
+        ``csv_formula_guard``, ``title``, ``date``, ``subtitles`` (a mapping of :class:`SubtitleOptions` fields)."""
         conf = dict(conf or {})
         names = conf.get("speaker_names") or {}
         if isinstance(names, (str, Path)):
@@ -64,8 +67,9 @@ class ExportOptions:
         if not isinstance(names, Mapping):
             raise ValueError(f"speaker_names must map labels to names, got {type(names).__name__}")
         kwargs: dict[str, Any] = {"speaker_names": {str(k): str(v) for k, v in names.items()}}
-        if "csv_bom" in conf:
-            kwargs["csv_bom"] = bool(conf["csv_bom"])
+        for key in ("csv_bom", "csv_formula_guard"):
+            if key in conf:
+                kwargs[key] = bool(conf[key])
         for key in ("title", "date"):
             if conf.get(key):
                 kwargs[key] = str(conf[key])

@@ -1,6 +1,8 @@
 """CSV: one row per segment (``<stem>.csv``) and one row per word (``<stem>.words.csv``).
 
 Times are seconds with millisecond precision; UTF-8, optionally with a byte-order mark for spreadsheet programs.
+Text cells that a spreadsheet would evaluate as a formula (starting with ``= + - @``, tab or carriage return)
+get a leading apostrophe (the OWASP "CSV injection" defence), unless ``ExportOptions.csv_formula_guard`` is off.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from .common import segment_words
 
 SEGMENT_COLUMNS = ("start", "end", "speaker", "text")
 WORD_COLUMNS = ("start", "end", "speaker", "word", "probability")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with an apostrophe in front when a spreadsheet would read it as a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[object, ...]], bom: bool) -> bytes:
@@ -34,14 +44,16 @@ class CsvWriter(Writer):
     description = "segments and words as CSV tables"
 
     def render(self, transcript: Transcript, options: ExportOptions) -> dict[str, bytes]:
-        segments = [(_t(s.start), _t(s.end), options.speaker(s.speaker), s.text.strip()) for s in transcript.segments]
+        cell = spreadsheet_safe if options.csv_formula_guard else str
+        segments = [(_t(s.start), _t(s.end), cell(options.speaker(s.speaker)), cell(s.text.strip()))
+                    for s in transcript.segments]
         words: list[tuple[object, ...]] = []
         for seg in transcript.segments:
             if seg.words:
-                words += [(_t(w.start), _t(w.end), options.speaker(w.speaker or seg.speaker), w.text.strip(),
-                           f"{w.probability:.4f}") for w in seg.words if w.text.strip()]
+                words += [(_t(w.start), _t(w.end), cell(options.speaker(w.speaker or seg.speaker)),
+                           cell(w.text.strip()), f"{w.probability:.4f}") for w in seg.words if w.text.strip()]
             else:
-                words += [(_t(a), _t(b), options.speaker(seg.speaker), text.strip(), "")
+                words += [(_t(a), _t(b), cell(options.speaker(seg.speaker)), cell(text.strip()), "")
                           for a, b, text in segment_words(seg)]
         return {
             ".csv": _table(SEGMENT_COLUMNS, segments, options.csv_bom),
