@@ -23,11 +23,6 @@ def ensure_dir(path: str | Path) -> Path:
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = FILE_MODE) -> Path:
     """Write ``data`` so that readers see either the old file or the whole new one, never a part."""
     path = Path(path)
-    if os.environ.get("SECURETRANSCRIBE_FAULT_DISK_FULL", "").lower() in ("1", "true", "yes", "on") \
-            and path.parent.parent.name == "outbox":
-        import errno
-
-        raise OSError(errno.ENOSPC, "No space left on device (SECURETRANSCRIBE_FAULT_DISK_FULL)", str(path))
     ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

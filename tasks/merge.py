@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .result import Segment, Turn, Word
-
-DEFAULT_SPEAKER = "SPEAKER_00"
+from .result import DEFAULT_SPEAKER, Segment, Turn, Word
 
 
 def assign_speakers(words: Sequence[Word], turns: Sequence[Turn]) -> list[Word]:

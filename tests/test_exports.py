@@ -24,8 +24,9 @@ from tasks.exports import (
     write_format,
     write_formats,
 )
-from tasks.exports import base as export_base
 from tasks.exports.subtitles import build_cues, layout, width
+from tasks.exports.timefmt import clock, decimal_seconds, span, timestamp
+from tasks.exports.writers import WRITERS
 from tasks.result import Segment, Transcript, Turn, Word
 from tasks.settings import ALL_FORMATS
 from tests.conftest import corpus_file
@@ -145,9 +146,14 @@ def pdftotext(path: Path, *args: str) -> str:
                           text=True).stdout
 
 
-# -- registry and interface ------------------------------------------------------------------------------------
+# -- writer table and interface --------------------------------------------------------------------------------
 def test_every_format_is_registered():
     assert sorted(available()) == sorted(ALL_FORMATS)
+
+
+def test_writer_table_lists_all_formats_in_order():
+    assert tuple(WRITERS) == ALL_FORMATS
+    assert all(cls.key == key for key, cls in WRITERS.items())
 
 
 def test_write_formats_writes_every_file_atomically_0640(sample, tmp_path):
@@ -169,7 +175,7 @@ def test_failing_writer_is_reported_and_the_others_still_succeed(sample, tmp_pat
         def render(self, transcript, options):
             raise OSError("disk on fire")
 
-    monkeypatch.setitem(export_base._REGISTRY, "broken", Broken)
+    monkeypatch.setitem(WRITERS, "broken", Broken)
     results = write_formats(sample, tmp_path, "s", ["txt", "broken", "nope", "json"])
     by = {r.format: r for r in results}
     assert by["txt"].ok and by["json"].ok and (tmp_path / "s.txt").exists() and (tmp_path / "s.json").exists()
@@ -190,6 +196,40 @@ def test_unwritable_output_names_format_and_cause(sample, tmp_path):
         write_format(sample, blocker, "s", "pdf")
     results = write_formats(sample, blocker / "sub", "s", ["txt", "csv"])
     assert all(not r.ok and "Error: " in r.error for r in results)
+
+
+def test_injected_disk_full_fails_every_format_and_writes_nothing(tmp_path):
+    import errno
+
+    options = ExportOptions(fault_disk_full=True)
+    with pytest.raises(ExportError, match=r"^txt export failed: OSError: .*No space left on device "
+                                          r"\(SECURETRANSCRIBE_FAULT_DISK_FULL\)") as info:
+        write_format(formula_transcript(), tmp_path, "t", "txt", options)
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+    assert info.value.__cause__.filename == str(tmp_path / "t.txt")
+    results = write_formats(formula_transcript(), tmp_path, "t", ["csv", "md", "rttm"], options)
+    assert all(not r.ok and "No space left on device" in r.error for r in results)
+    assert not list(tmp_path.iterdir())
+
+
+def test_pdf_template_folder_comes_from_the_options(tmp_path):
+    from tasks.exports.pdf_writer import TEMPLATE, render_html
+
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / TEMPLATE).write_text("custom {{ doc.title }} {{ doc.duration }}", encoding="utf-8")
+    t = formula_transcript()
+    assert render_html(t, ExportOptions(include_dir=tmp_path, title="T")) == "custom T 00:00:05 (5.0 s)"
+    assert "<html" in render_html(t, ExportOptions())  # None: the project's include/
+
+
+def test_time_formats():
+    assert clock(0) == "00:00:00" and clock(3725.9) == "01:02:05" and clock(-3.5) == "00:00:00"
+    assert clock(100 * 3600) == "100:00:00"
+    assert timestamp(3725.0625) == "01:02:05.062" and timestamp(3725.0625, ",") == "01:02:05,062"
+    assert timestamp(1.0005) == "00:00:01.000" and timestamp(-2) == "00:00:00.000"
+    assert timestamp(12.3456) == "00:00:12.346" and timestamp(0.9996) == "00:00:01.000"
+    assert decimal_seconds(83.25) == "83.250" and decimal_seconds(-0.4) == "0.000"
+    assert span(12.54) == "12.5 s" and span(187) == "3 min 07 s" and span(3723) == "1 h 02 min 03 s"
 
 
 def test_speaker_names_from_mapping_file_and_conf(tmp_path):

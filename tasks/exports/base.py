@@ -1,9 +1,9 @@
-"""The writer interface and registry."""
+"""The writer interface, the per-run export options, and what an export reports."""
 
 from __future__ import annotations
 
+import errno
 import json
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,11 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..files import atomic_write_bytes
-from ..result import Transcript
-
-log = logging.getLogger(__name__)
-
-_REGISTRY: dict[str, type[Writer]] = {}
+from ..result import DEFAULT_SPEAKER, Transcript
 
 
 @dataclass(frozen=True)
@@ -49,10 +45,14 @@ class ExportOptions:
     date: str | None = None
     """Date shown in documents; default: the time of export."""
     subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
+    include_dir: Path | None = None
+    """Folder of the PDF template (``templates/``) and stylesheet (``static/``); None: the project's ``include/``."""
+    fault_disk_full: bool = False
+    """Fault injection for tests: every export write fails with ``OSError(ENOSPC)``, as on a full disk."""
 
     def speaker(self, label: str | None) -> str:
         """The display name of a speaker label (whitespace collapsed; the label when no name is set)."""
-        label = label or "SPEAKER_00"
+        label = label or DEFAULT_SPEAKER
         name = " ".join(str(self.speaker_names.get(label) or "").split())
         return name or label
 
@@ -129,45 +129,10 @@ class Writer(ABC):
         """File suffix (e.g. ``.txt``, ``.words.csv``) -> content."""
 
     def write(self, transcript: Transcript, out_dir: Path, stem: str, options: ExportOptions) -> list[Path]:
+        """Render, then write each file atomically as ``out_dir/<stem><suffix>``; returns the paths.
+        With ``options.fault_disk_full``, fails with ENOSPC instead of writing."""
         rendered = self.render(transcript, options)
+        if options.fault_disk_full:
+            path = Path(out_dir) / f"{stem}{next(iter(rendered), '')}"
+            raise OSError(errno.ENOSPC, "No space left on device (SECURETRANSCRIBE_FAULT_DISK_FULL)", str(path))
         return [atomic_write_bytes(Path(out_dir) / f"{stem}{suffix}", data) for suffix, data in rendered.items()]
-
-
-def register(cls: type[Writer]) -> type[Writer]:
-    """Class decorator: make a writer available under its ``key``."""
-    _REGISTRY[cls.key] = cls
-    return cls
-
-
-def get_writer(key: str) -> Writer:
-    try:
-        return _REGISTRY[key]()
-    except KeyError:
-        raise ValueError(f"unknown export format {key!r}; available: {' '.join(sorted(_REGISTRY))}") from None
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def write_format(transcript: Transcript, out_dir: Path, stem: str, key: str,
-                 options: ExportOptions | None = None) -> list[Path]:
-    """Write one format; raises :class:`ExportError` naming the format and the cause (one DAG task per format)."""
-    try:
-        return get_writer(key).write(transcript, Path(out_dir), stem, options or ExportOptions())
-    except Exception as exc:
-        raise ExportError(key, f"{type(exc).__name__}: {exc}") from exc
-
-
-def write_formats(transcript: Transcript, out_dir: Path, stem: str, keys: list[str] | tuple[str, ...],
-                  options: ExportOptions | None = None) -> list[ExportResult]:
-    """Write several formats; one failing format never stops the others."""
-    results = []
-    for key in keys:
-        try:
-            results.append(ExportResult(key, write_format(transcript, out_dir, stem, key, options)))
-        except Exception as exc:
-            reason = exc.reason if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
-            log.error("%s export failed: %s", key, reason)
-            results.append(ExportResult(key, error=reason))
-    return results

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from ..result import Segment, Transcript
+from ..result import DEFAULT_SPEAKER, Segment, Transcript
 from .base import ExportOptions
+from .timefmt import clock, span
 
 # Distinct colours that stay readable as text on white (darkened Tableau/Okabe-Ito hues).
 PALETTE = (
@@ -19,22 +20,6 @@ PARAGRAPH_MAX_S = 60.0
 """A speaker's paragraph is cut at the next segment boundary after this long, so timestamps stay frequent."""
 PARAGRAPH_GAP_S = 8.0
 """A pause this long inside one speaker's speech starts a new paragraph."""
-
-
-def clock(seconds: float) -> str:
-    """``hh:mm:ss`` (floored, never negative)."""
-    total = max(0, int(seconds))
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
-
-
-def span(seconds: float) -> str:
-    """A human duration: ``1 h 02 min``, ``3 min 07 s``, ``12.5 s``."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    total = round(seconds)
-    h, m, s = total // 3600, total % 3600 // 60, total % 60
-    return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
 
 
 @dataclass
@@ -76,17 +61,18 @@ class Document:
                 ("Language", self.language), ("Model", self.model), ("Speakers", str(len(self.speakers)))]
 
 
-def speaker_order(transcript: Transcript) -> list[str]:
-    """Speaker labels: the transcript's list, then any other label found in segments or turns."""
+def all_speakers(transcript: Transcript) -> list[str]:
+    """Every speaker label a document lists: the transcript's ``speakers`` first, then labels that only its segments
+    (an unlabelled one counts as the default speaker) or its turns have, by first occurrence."""
     order = list(transcript.speakers)
-    for label in [s.speaker or "SPEAKER_00" for s in transcript.segments] + [t.speaker for t in transcript.turns]:
+    for label in [s.speaker or DEFAULT_SPEAKER for s in transcript.segments] + [t.speaker for t in transcript.turns]:
         if label not in order:
             order.append(label)
     return order
 
 
 def speaker_colours(transcript: Transcript) -> dict[str, str]:
-    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(speaker_order(transcript))}
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(all_speakers(transcript))}
 
 
 def paragraphs(transcript: Transcript, options: ExportOptions) -> list[Paragraph]:
@@ -94,7 +80,7 @@ def paragraphs(transcript: Transcript, options: ExportOptions) -> list[Paragraph
     colours = speaker_colours(transcript)
     out: list[Paragraph] = []
     for seg in transcript.segments:
-        label = seg.speaker or "SPEAKER_00"
+        label = seg.speaker or DEFAULT_SPEAKER
         text = seg.text.strip()
         if not text:
             continue
@@ -127,7 +113,7 @@ def document(transcript: Transcript, options: ExportOptions) -> Document:
     speakers = [
         SpeakerInfo(label, options.speaker(label), colours[label], talk.get(label, 0.0),
                     talk.get(label, 0.0) / total if total > 0 else 0.0)
-        for label in speaker_order(transcript)
+        for label in all_speakers(transcript)
     ]
     model = transcript.model or "unknown"
     if transcript.device:

@@ -11,8 +11,9 @@ import csv
 import io
 
 from ..result import Transcript
-from .base import ExportOptions, Writer, register
+from .base import ExportOptions, Writer
 from .common import segment_words
+from .timefmt import decimal_seconds
 
 SEGMENT_COLUMNS = ("start", "end", "speaker", "text")
 WORD_COLUMNS = ("start", "end", "speaker", "word", "probability")
@@ -34,26 +35,22 @@ def _table(header: tuple[str, ...], rows: list[tuple[object, ...]], bom: bool) -
     return buf.getvalue().encode("utf-8-sig" if bom else "utf-8")
 
 
-def _t(seconds: float) -> str:
-    return f"{max(0.0, seconds):.3f}"
-
-
-@register
 class CsvWriter(Writer):
     key = "csv"
     description = "segments and words as CSV tables"
 
     def render(self, transcript: Transcript, options: ExportOptions) -> dict[str, bytes]:
         cell = spreadsheet_safe if options.csv_formula_guard else str
-        segments = [(_t(s.start), _t(s.end), cell(options.speaker(s.speaker)), cell(s.text.strip()))
+        t = decimal_seconds
+        segments = [(t(s.start), t(s.end), cell(options.speaker(s.speaker)), cell(s.text.strip()))
                     for s in transcript.segments]
         words: list[tuple[object, ...]] = []
         for seg in transcript.segments:
             if seg.words:
-                words += [(_t(w.start), _t(w.end), cell(options.speaker(w.speaker or seg.speaker)),
+                words += [(t(w.start), t(w.end), cell(options.speaker(w.speaker or seg.speaker)),
                            cell(w.text.strip()), f"{w.probability:.4f}") for w in seg.words if w.text.strip()]
             else:
-                words += [(_t(a), _t(b), cell(options.speaker(seg.speaker)), cell(text.strip()), "")
+                words += [(t(a), t(b), cell(options.speaker(seg.speaker)), cell(text.strip()), "")
                           for a, b, text in segment_words(seg)]
         return {
             ".csv": _table(SEGMENT_COLUMNS, segments, options.csv_bom),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 
 from ..result import Transcript
-from .base import ExportOptions, Writer, register
-from .common import Document, clock, document, span
+from .base import ExportOptions, Writer
+from .common import Document, document
+from .timefmt import clock, span
 
 GREY = "6B7280"
 
@@ -123,7 +124,6 @@ def _tint(colour: str, amount: float = 0.85) -> str:
     return "".join(f"{round(c + (255 - c) * amount):02X}" for c in rgb)
 
 
-@register
 class DocxWriter(Writer):
     key = "docx"
     description = "editable Word document with the PDF's content"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 from ..result import Transcript
-from .base import ExportOptions, Writer, register
+from .base import ExportOptions, Writer
 
 
-@register
 class JsonWriter(Writer):
     key = "json"
     description = "full transcript with words, speakers and metadata"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from ..result import Transcript
-from .base import ExportOptions, Writer, register
-from .common import clock, document, span
+from .base import ExportOptions, Writer
+from .common import document
+from .timefmt import clock, span
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~]|^[#+-]|^\d+(?=\.))", re.MULTILINE)
 
@@ -16,7 +17,6 @@ def escape(text: str) -> str:
     return _SPECIAL.sub(lambda m: "\\" + m.group(0) if not m.group(0)[0].isdigit() else m.group(0) + "\\", text)
 
 
-@register
 class MarkdownWriter(Writer):
     key = "md"
     description = "Markdown document with speakers and timestamped paragraphs"

@@ -3,20 +3,27 @@
 Title, file, date, duration, language, model, speakers with talk time and share, then timestamped paragraphs,
 one colour per speaker, with running header/footer and page numbers. The stylesheet is
 ``include/static/transcript.css``; WeasyPrint may fetch nothing else (no network, no other files).
+``include/`` is the project's unless ``ExportOptions.include_dir`` names another folder.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..result import Transcript
-from .base import ExportOptions, Writer, register
-from .common import clock, document, span
+from .base import ExportOptions, Writer
+from .common import document
+from .timefmt import clock, span
 
-INCLUDE = Path(os.environ.get("SECURETRANSCRIBE_INCLUDE_DIR", Path(__file__).resolve().parents[2] / "include"))
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
+"""The project's ``include/``: the template and stylesheet folder unless ``ExportOptions.include_dir`` names one."""
 TEMPLATE = "transcript.html.j2"
 STYLESHEET = "transcript.css"
+
+
+def include_dir(options: ExportOptions) -> Path:
+    """The folder holding ``templates/`` and ``static/`` for this export."""
+    return Path(options.include_dir or INCLUDE)
 
 
 def render_html(transcript: Transcript, options: ExportOptions) -> str:
@@ -24,7 +31,7 @@ def render_html(transcript: Transcript, options: ExportOptions) -> str:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(INCLUDE / "templates"),
+        loader=jinja2.FileSystemLoader(include_dir(options) / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -35,7 +42,6 @@ def render_html(transcript: Transcript, options: ExportOptions) -> str:
     return env.get_template(TEMPLATE).render(doc=document(transcript, options), lang=transcript.language or "und")
 
 
-@register
 class PdfWriter(Writer):
     key = "pdf"
     description = "paginated PDF document (jinja2 + WeasyPrint)"
@@ -46,7 +52,7 @@ class PdfWriter(Writer):
         from weasyprint import CSS, HTML, URLFetcher
 
         logging.getLogger("fontTools").setLevel(logging.WARNING)
-        css = CSS(string=(INCLUDE / "static" / STYLESHEET).read_text(encoding="utf-8"))
+        css = CSS(string=(include_dir(options) / "static" / STYLESHEET).read_text(encoding="utf-8"))
         no_network = URLFetcher(allowed_protocols=set())  # the document references nothing outside itself
         pdf = HTML(string=render_html(transcript, options), url_fetcher=no_network).write_pdf(stylesheets=[css])
         if not pdf:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from ..result import Transcript
-from .base import ExportOptions, Writer, register
+from ..result import DEFAULT_SPEAKER, Transcript
+from .base import ExportOptions, Writer
+from .timefmt import decimal_seconds
 
 
 def rttm_token(text: str, default: str) -> str:
@@ -17,7 +18,6 @@ def rttm_token(text: str, default: str) -> str:
     return "_".join(text.split()) or default
 
 
-@register
 class RttmWriter(Writer):
     key = "rttm"
     description = "speaker turns (diarization) in NIST RTTM"
@@ -26,12 +26,13 @@ class RttmWriter(Writer):
         uri = rttm_token(PurePath(str(transcript.source.get("file") or "audio")).stem, "audio")
         turns = [(t.start, t.end, t.speaker) for t in transcript.turns]
         if not turns:  # no diarization ran: the segments are the best turns we have
-            turns = [(s.start, s.end, s.speaker or "SPEAKER_00") for s in transcript.segments]
+            turns = [(s.start, s.end, s.speaker or DEFAULT_SPEAKER) for s in transcript.segments]
         lines = []
         for start, end, label in sorted(turns):
             start = max(0.0, start)
             if end - start <= 0:
                 continue
-            speaker = rttm_token(options.speaker(label), "SPEAKER_00")
-            lines.append(f"SPEAKER {uri} 1 {start:.3f} {end - start:.3f} <NA> <NA> {speaker} <NA> <NA>\n")
+            speaker = rttm_token(options.speaker(label), DEFAULT_SPEAKER)
+            onset, length = decimal_seconds(start), decimal_seconds(end - start)
+            lines.append(f"SPEAKER {uri} 1 {onset} {length} <NA> <NA> {speaker} <NA> <NA>\n")
         return {".rttm": "".join(lines).encode("utf-8")}

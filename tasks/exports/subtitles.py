@@ -9,13 +9,14 @@ has lasted ``min_duration``), or before the next word would break the ``max_char
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
 
-from ..result import Transcript
-from .base import ExportOptions, SubtitleOptions, Writer, register
+from ..result import DEFAULT_SPEAKER, Transcript
+from .base import ExportOptions, SubtitleOptions, Writer
 from .common import segment_words
+from .timefmt import timestamp
 
 SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 MAX_NAME = 18
@@ -111,7 +112,7 @@ def build_cues(transcript: Transcript, options: ExportOptions, prefix: str = "[{
     limits = options.subtitles
     raw: list[tuple[float, float, str, list[str]]] = []  # start, end, speaker label, tokens
     for seg in transcript.segments:
-        label = seg.speaker or "SPEAKER_00"
+        label = seg.speaker or DEFAULT_SPEAKER
         head = prefix.format(name=_short(options.speaker(label)))
         words: list[Word] = []
         for start, end, text in segment_words(seg):
@@ -147,33 +148,23 @@ def _timed(raw: list[tuple[float, float, str, list[str]]], duration: float, limi
     return cues
 
 
-def _srt_time(ms: int) -> timedelta:
-    return timedelta(milliseconds=ms)
+def _srt_text(lines: list[str]) -> str:
+    """Cue text with no blank line in it (a blank line ends an SRT cue)."""
+    return re.sub(r"\n\n+", "\n", "\n".join(lines).strip("\n"))
 
 
-def vtt_time(ms: int) -> str:
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
-@register
 class SrtWriter(Writer):
     key = "srt"
     description = "SubRip subtitles with speaker labels"
 
     def render(self, transcript: Transcript, options: ExportOptions) -> dict[str, bytes]:
-        import srt
-
-        subs = [
-            srt.Subtitle(index=i, start=_srt_time(c.start_ms), end=_srt_time(c.end_ms), content="\n".join(c.lines))
-            for i, c in enumerate(build_cues(transcript, options), 1)
-        ]
-        return {".srt": srt.compose(subs, reindex=False).encode("utf-8")}
+        out = []
+        for i, c in enumerate(build_cues(transcript, options), 1):
+            start, end = timestamp(c.start_ms / 1000, ","), timestamp(c.end_ms / 1000, ",")
+            out.append(f"{i}\n{start} --> {end}\n{_srt_text(c.lines)}\n\n")
+        return {".srt": "".join(out).encode("utf-8")}
 
 
-@register
 class VttWriter(Writer):
     key = "vtt"
     description = "WebVTT subtitles with <v> voice tags and speaker labels"
@@ -186,5 +177,6 @@ class VttWriter(Writer):
         for i, c in enumerate(cues, 1):
             voice = html.escape(options.speaker(c.speaker), quote=False)
             text = "\n".join(html.escape(line, quote=False) for line in c.lines)
-            out += [str(i), f"{vtt_time(c.start_ms)} --> {vtt_time(c.end_ms)}", f"<v {voice}>{text}", ""]
+            start, end = timestamp(c.start_ms / 1000), timestamp(c.end_ms / 1000)
+            out += [str(i), f"{start} --> {end}", f"<v {voice}>{text}", ""]
         return {".vtt": "\n".join(out).encode("utf-8")}

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from ..result import Transcript
-from .base import ExportOptions, Writer, register
-
-
-def clock(seconds: float) -> str:
-    total = int(seconds)
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+from .base import ExportOptions, Writer
+from .timefmt import clock
 
 
 def paragraphs(transcript: Transcript) -> list[tuple[float, str | None, str]]:
@@ -23,7 +19,6 @@ def paragraphs(transcript: Transcript) -> list[tuple[float, str | None, str]]:
     return out
 
 
-@register
 class TxtWriter(Writer):
     key = "txt"
     description = "plain text, one paragraph per speaker turn"
