@@ -30,9 +30,9 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-CORPUS = Path(os.environ.get("SECURETRANSCRIBE_CORPUS", ROOT.parent / "shared" / "corpus")).resolve()
+from common import ROOT, airflow_harness, default_corpus
+
+CORPUS = default_corpus()
 SHORT_FILES = ("speech/jfk.flac", "speech/stereo_diarization.wav", "speech/hotwords.mp3", "ami/dev00.flac",
                "ami/dev01.flac", "ami/trn01.flac", "ami/trn03.flac", "ami/trn04.flac", "ami/trn05.flac")
 MB = 1024 * 1024
@@ -171,7 +171,8 @@ class Sampler(threading.Thread):
 
 
 def run_airflow(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from tests.airflow_harness import running_airflow, wait_until
+    harness = airflow_harness()
+    running_airflow, wait_until = harness.running_airflow, harness.wait_until
 
     tmp = Path(tempfile.mkdtemp(prefix="st-backfill-memory-"))
     root = tmp / "recordings"

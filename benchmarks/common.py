@@ -1,9 +1,14 @@
-"""Shared helpers of the benchmark scripts: corpus discovery, machine description, parameter parsing."""
+"""Shared helpers of the benchmark scripts: corpus discovery, machine description, parameter parsing.
+
+The scripts run as ``.venv/bin/python benchmarks/X.py``: Python puts ``benchmarks/`` on the path, so they
+import this module as ``common``; ``tasks`` comes from the editable install (``make setup``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -12,11 +17,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".webm", ".mp4", ".mkv", ".aac"}
 REFERENCE_SUFFIXES = (".rttm", ".stm", ".txt")
@@ -28,10 +32,25 @@ def default_corpus() -> Path:
     return Path(os.environ.get("SECURETRANSCRIBE_CORPUS", ROOT.parent / "shared" / "corpus")).resolve()
 
 
+def airflow_harness() -> ModuleType:
+    """``tests/airflow_harness.py`` (the real embedded Airflow; standard library only), loaded from its file.
+
+    ``tests`` is not an installed package, so it is loaded by path rather than imported.
+    """
+    name = "securetranscribe_airflow_harness"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "airflow_harness.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {ROOT / 'tests' / 'airflow_harness.py'}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def pyannote_sample() -> Path:
     """The two-speaker conversation shipped in the pyannote.audio wheel (with .rttm and .stm)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("pyannote.audio")
     if spec is None or spec.origin is None:
         raise SystemExit("pyannote.audio is not installed")

@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import (
+from common import (
     PYANNOTE_SAMPLE,
     ROOT,
     Item,

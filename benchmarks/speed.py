@@ -33,9 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import ROOT, default_corpus, machine, parse_params, peak_rss_mb, write_json
+from common import ROOT, default_corpus, machine, parse_params, peak_rss_mb, write_json
 
 KINDS = ("ours", "bare-batched", "bare-plain", "pipeline", "diarize")
 

@@ -28,9 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-CORPUS = ROOT.parent / "shared" / "corpus"
+from common import ROOT, airflow_harness, default_corpus
+
+CORPUS = default_corpus()
 
 LOAD_WHISPER = """
 import time, sys
@@ -130,7 +130,7 @@ def through_dag(af: Any, audio: Path, name: str, conf: dict[str, Any]) -> dict[s
 
 
 def main() -> int:
-    from tests.airflow_harness import running_airflow
+    running_airflow = airflow_harness().running_airflow
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0)

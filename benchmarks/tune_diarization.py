@@ -24,16 +24,12 @@ import dataclasses
 import itertools
 import pickle
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
-
-from benchmarks.common import PYANNOTE_SAMPLE, ROOT, default_corpus, discover, machine, write_json
+from common import PYANNOTE_SAMPLE, ROOT, default_corpus, discover, machine, write_json
 
 METHODS = ("centroid", "average", "complete", "weighted")
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(21))  # 0.30 … 1.30

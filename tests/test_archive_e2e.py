@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tests.airflow_harness import Airflow, running_airflow, wait_until
-from tests.conftest import ROOT, corpus_file, write_wav
+from tests.conftest import corpus_file, write_wav
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1800)]
 ARCHIVE = "securetranscribe_archive"
@@ -152,7 +152,6 @@ def set_gpu_slots(af: Airflow, slots: int) -> None:
 
 def airflow_cli(af: Airflow, *args: str) -> subprocess.CompletedProcess:
     """The `airflow` command of the running deployment (same AIRFLOW_HOME and database)."""
-    sys.path.insert(0, str(ROOT))
     from scripts.airflow_supervisor import airflow_env
     from tasks.settings import Settings
 
@@ -270,3 +269,20 @@ def test_inbox_file_goes_before_queued_archive_files(af, archive, jfk_audio, fir
     archive_gpu_start = min(when(ti["start_date"]) for rid in batch_ids for ti in gpu[rid])
     assert inbox_gpu_done <= archive_gpu_start
     assert when(runs[inbox_id]["end_date"]) < min(when(runs[rid]["end_date"]) for rid in batch_ids)
+
+
+def test_a_backfill_conf_reaches_every_file_of_the_interval(af, archive, jfk_audio, first_backfill):
+    """Every per-run option of the archive DAG's conf is passed on: hotwords, diarize, speaker names."""
+    write_clip(jfk_audio, 0, 11, archive / "2024/05/01" / "options.wav")
+    conf = {"hotwords": "Kennedy", "diarize": False, "speaker_names": {"SPEAKER_00": "JFK"}, "formats": ["json", "txt"]}
+    create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-05-01T00:00:00Z", "to_date": "2024-05-01T00:00:00Z",
+                         "dag_run_conf": conf})
+    wait_backfills_done(af)
+    [run] = [r for r in af.runs(BATCH) if "options" in r["dag_run_id"]]
+    assert run["state"] == "success"
+    assert {k: run["conf"][k] for k in conf} == conf
+    out = af.settings_home / "outbox" / "options"
+    transcript = json.loads((out / "options.json").read_text(encoding="utf-8"))
+    assert transcript["options"]["hotwords"] == "Kennedy" and transcript["options"]["diarize"] is False
+    assert transcript["diarization"] == {"enabled": False} and transcript["turns"] == []
+    assert (out / "options.txt").read_text(encoding="utf-8").startswith("[00:00:00] JFK:")
