@@ -2,21 +2,19 @@
 
 Layout: ``<folder>/chunk-00007.json`` per finished chunk, ``<folder>/state.json`` for the OOM state and
 the attempts so far. Chunks are contiguous from the start of the file; a retry resumes at the end of
-the last one.
+the last one. The engine (:func:`tasks.transcription.iter_chunks`) only yields events; the stage
+persists them with :meth:`ChunkCheckpoint.record` and starts a retry from :meth:`ChunkCheckpoint.resume`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .files import atomic_write_json, ensure_dir
 from .oom import RunState
-from .result import Attempt
-
-if TYPE_CHECKING:
-    from .transcription import ChunkResult
+from .result import Attempt, ChunkEvent, ChunkResult, Resume
 
 
 class ChunkCheckpoint:
@@ -25,13 +23,21 @@ class ChunkCheckpoint:
     def __init__(self, folder: str | Path) -> None:
         self.folder = ensure_dir(folder)
 
+    def resume(self) -> Resume:
+        """Where an earlier try left off: the contiguous finished chunks, the state and the attempts."""
+        return Resume(chunks=self.load_chunks(), state=self.load_state(), attempts=self.load_attempts())
+
+    def record(self, event: ChunkEvent) -> None:
+        """Persist one event of :func:`tasks.transcription.iter_chunks`: the chunk if any, then the state."""
+        if event.chunk is not None:
+            self.save_chunk(event.chunk)
+        self.save_state(event.state, event.attempts)
+
     def save_chunk(self, chunk: ChunkResult) -> None:
         atomic_write_json(self.folder / f"chunk-{chunk.index:05d}.json", chunk.to_dict())
 
     def load_chunks(self) -> list[ChunkResult]:
         """Finished chunks in order, stopping at the first gap or unreadable file."""
-        from .transcription import ChunkResult
-
         chunks: list[ChunkResult] = []
         for path in sorted(self.folder.glob("chunk-*.json")):
             try:
@@ -45,8 +51,6 @@ class ChunkCheckpoint:
         return chunks
 
     def save_state(self, state: RunState, attempts: list[Attempt]) -> None:
-        from dataclasses import asdict
-
         atomic_write_json(self.folder / "state.json",
                           {"state": state.to_dict(), "attempts": [asdict(a) for a in attempts]})
 

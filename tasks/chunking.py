@@ -11,11 +11,15 @@ Plans are deterministic and JSON-serialisable, and can re-plan the rest of a fil
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .offline import ensure_offline
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 CLIP_S = 30.0  # faster-whisper's chunk_length: at most this much speech per decoded group
 _VAD = {"max_speech_duration_s": CLIP_S, "min_silence_duration_ms": 160}  # the batched pipeline's defaults
@@ -88,6 +92,7 @@ class ChunkPlan:
 
 def speech_regions(audio: np.ndarray) -> list[tuple[int, int]]:
     """Silero VAD speech regions (samples) with the batched pipeline's own options."""
+    ensure_offline()
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     found = get_speech_timestamps(np.asarray(audio, dtype=np.float32), VadOptions(**_VAD), SAMPLE_RATE)
@@ -108,6 +113,11 @@ def group_cuts(regions: list[tuple[int, int]]) -> list[float]:
             speech = 0
         speech += end - start
     return cuts
+
+
+def make_plan(audio: np.ndarray, settings: Settings) -> ChunkPlan:
+    """The chunk plan of a file with the settings' chunk lengths (what the plan stage computes)."""
+    return plan_chunks(audio, settings.chunk_target_s, settings.chunk_min_s, settings.chunk_max_s)
 
 
 def plan_chunks(audio: np.ndarray, target_s: float = 240.0, min_s: float = 120.0, max_s: float = 360.0) -> ChunkPlan:

@@ -2,6 +2,8 @@
 
 The transcript JSON written by :meth:`Transcript.save` is the artefact every later stage and every
 export format reads.
+The transcription stage's records live here too: :class:`ChunkResult`, :class:`TranscriptionRun`, and
+the :class:`Resume` / :class:`ChunkEvent` exchanged between the engine and the checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .oom import RunState
+
 SCHEMA_VERSION = 1
+
+DEFAULT_SPEAKER = "SPEAKER_00"
+"""The speaker of words and segments that no diarization labelled."""
 
 
 @dataclass
@@ -65,6 +72,72 @@ class Attempt:
 
 
 @dataclass
+class ChunkResult:
+    """One chunk's transcription, times already in file time."""
+
+    index: int
+    start: float
+    end: float
+    segments: list[Segment]
+    language: str | None
+    language_probability: float | None
+    seconds: float
+    device: str
+    compute_type: str
+    batch_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChunkResult:
+        return cls(**{**data, "segments": [Segment.from_dict(s) for s in data["segments"]]})
+
+
+@dataclass
+class TranscriptionRun:
+    """All chunks of a file, the attempts it took, and the state it ended in."""
+
+    chunks: list[ChunkResult]
+    attempts: list[Attempt] = field(default_factory=list)
+    state: RunState | None = None
+    resumed_chunks: int = 0
+
+    @property
+    def segments(self) -> list[Segment]:
+        return [s for c in self.chunks for s in c.segments]
+
+    @property
+    def language(self) -> str | None:
+        return next((c.language for c in self.chunks if c.language), None)
+
+    @property
+    def language_probability(self) -> float | None:
+        return next((c.language_probability for c in self.chunks if c.language), None)
+
+
+@dataclass
+class Resume:
+    """Where an earlier try left off: its contiguous finished chunks, OOM state and attempts."""
+
+    chunks: list[ChunkResult] = field(default_factory=list)
+    state: RunState | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass
+class ChunkEvent:
+    """Progress of a run: a finished ``chunk``, or (``chunk`` None) an OOM shrink to ``state``.
+
+    ``attempts`` is every attempt so far, earlier tries included.
+    """
+
+    chunk: ChunkResult | None
+    state: RunState
+    attempts: list[Attempt]
+
+
+@dataclass
 class Transcript:
     """A whole file's result: words and segments with speakers, plus how they were produced."""
 
@@ -97,7 +170,7 @@ class Transcript:
         """Talk time per speaker, from the segments, in order of first appearance."""
         out: dict[str, float] = {}
         for s in self.segments:
-            key = s.speaker or "SPEAKER_00"
+            key = s.speaker or DEFAULT_SPEAKER
             out[key] = out.get(key, 0.0) + max(0.0, s.end - s.start)
         return out
 

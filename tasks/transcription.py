@@ -1,10 +1,12 @@
-"""faster-whisper over a chunk plan: file-time word timestamps, OOM shrinking, per-chunk checkpoints.
+"""faster-whisper over a chunk plan: file-time word timestamps, OOM shrinking, resumable runs.
 
 Every chunk goes through faster-whisper's ``BatchedInferencePipeline`` fed with the file-level VAD
 regions of the plan (VAD runs once per file), so chunk by chunk it decodes exactly the speech groups a
 single pass over the whole file would. The model is loaded once per process (per model, device and
-compute type) and reused. Each finished chunk is written to the checkpoint folder before the next one
-starts, so a retry resumes after the last finished chunk.
+compute type) and reused. :func:`iter_chunks` yields a :class:`~tasks.result.ChunkEvent` after each
+finished chunk and each OOM shrink; the caller persists them (``on_event=ChunkCheckpoint(...).record``)
+before the next chunk starts, so a retry resumes after the last finished chunk.
+:class:`ChunkResult` and :class:`TranscriptionRun` live in :mod:`tasks.result`; they are imported here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,12 @@ import numpy as np
 
 from . import model_store
 from .audio import SAMPLE_RATE
-from .checkpoint import ChunkCheckpoint
 from .chunking import ChunkPlan, Span
 from .devices import cpu_threads, whisper_compute_type, whisper_device
 from .errors import ModelUnavailable, ShrinkExhausted, as_gpu_oom
+from .offline import ensure_offline
 from .oom import RunState, ShrinkPolicy, inject_fault, release_gpu_memory
-from .result import Attempt, Segment, Word
+from .result import Attempt, ChunkEvent, ChunkResult, Resume, Segment, TranscriptionRun, Word
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,51 +62,6 @@ class TranscriptionOptions:
         )
 
 
-@dataclass
-class ChunkResult:
-    """One chunk's transcription, times already in file time."""
-
-    index: int
-    start: float
-    end: float
-    segments: list[Segment]
-    language: str | None
-    language_probability: float | None
-    seconds: float
-    device: str
-    compute_type: str
-    batch_size: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChunkResult:
-        return cls(**{**data, "segments": [Segment.from_dict(s) for s in data["segments"]]})
-
-
-@dataclass
-class TranscriptionRun:
-    """All chunks of a file, the attempts it took, and the state it ended in."""
-
-    chunks: list[ChunkResult]
-    attempts: list[Attempt] = field(default_factory=list)
-    state: RunState | None = None
-    resumed_chunks: int = 0
-
-    @property
-    def segments(self) -> list[Segment]:
-        return [s for c in self.chunks for s in c.segments]
-
-    @property
-    def language(self) -> str | None:
-        return next((c.language for c in self.chunks if c.language), None)
-
-    @property
-    def language_probability(self) -> float | None:
-        return next((c.language_probability for c in self.chunks if c.language), None)
-
-
 # -- models -----------------------------------------------------------------------------------------
 def resolve_model(name_or_path: str, models_dir: Path) -> str:
     """A CTranslate2 model directory for a packaged name, a ``whisper-<name>`` folder, or a path."""
@@ -132,6 +89,7 @@ def resolve_model(name_or_path: str, models_dir: Path) -> str:
 @functools.lru_cache(maxsize=2)
 def load_model(path: str, device: str, compute_type: str, threads: int) -> Any:
     """A WhisperModel, loaded once per process for each (path, device, compute type, threads)."""
+    ensure_offline()
     from faster_whisper import WhisperModel
 
     kind, _, index = device.partition(":")
@@ -163,6 +121,7 @@ def _file_vad(regions: list[dict[str, int]]) -> Iterator[None]:
     faster-whisper 1.2.1 calls ``faster_whisper.transcribe.get_speech_timestamps`` once per transcribe
     call; the regions come from the same function with the same options, computed on the whole file.
     """
+    ensure_offline()
     import faster_whisper.transcribe as fw
 
     original = fw.get_speech_timestamps
@@ -181,6 +140,7 @@ def transcribe_span(
     batch_size: int = 8, language: str | None = None,
 ) -> tuple[list[Segment], str | None, float | None]:
     """Transcribe ``audio[span]`` given its speech regions; segments and words come back in file time."""
+    ensure_offline()
     from faster_whisper import BatchedInferencePipeline
 
     if not regions:
@@ -226,26 +186,28 @@ def _to_segment(raw: Any, span: Span) -> Segment:
 ProgressFn = Callable[[float, float, int], None]
 
 
-def transcribe_plan(
+def iter_chunks(
     audio: np.ndarray,
     plan: ChunkPlan,
     settings: Settings,
     *,
-    checkpoint: ChunkCheckpoint | None = None,
+    resume: Resume | None = None,
     state: RunState | None = None,
-    progress: ProgressFn | None = None,
-) -> TranscriptionRun:
-    """Transcribe every span of ``plan``, resuming from ``checkpoint`` and shrinking on GPU OOM."""
+) -> Iterator[ChunkEvent]:
+    """Transcribe the spans of ``plan`` not in ``resume``, shrinking on GPU OOM; persists nothing.
+
+    Yields a :class:`ChunkEvent` after each finished chunk and after each OOM shrink (``chunk`` None,
+    the plan's remainder re-cut to the new chunk length). The state is ``resume.state``, else ``state``,
+    else the settings'. Raises :class:`ShrinkExhausted` when out of memory even on CPU.
+    """
     options = TranscriptionOptions.from_settings(settings)
     policy = ShrinkPolicy(settings.oom_min_chunk_s, settings.oom_min_batch_size)
     model_path = resolve_model(settings.model, settings.models_dir)
     threads = cpu_threads(settings.cpu_threads)
 
-    done: list[ChunkResult] = checkpoint.load_chunks() if checkpoint else []
-    saved = checkpoint.load_state() if checkpoint else None
-    state = saved or state or initial_state(settings, plan.target_s)
-    attempts: list[Attempt] = checkpoint.load_attempts() if checkpoint else []
-    resumed = len(done)
+    done = resume.chunks if resume else []
+    state = _start_state(settings, plan, resume, state)
+    attempts: list[Attempt] = list(resume.attempts) if resume else []
     cursor = done[-1].end if done else 0.0
     if not done and state.chunk_s == plan.target_s:
         pending = list(plan.spans)
@@ -256,6 +218,7 @@ def transcribe_plan(
     while pending:
         span = pending[0]
         t0 = time.perf_counter()
+        shrunk: RunState | None = None
         try:
             regions = plan.regions_in(span)
             if regions:
@@ -271,14 +234,14 @@ def transcribe_plan(
                 raise
             attempts.append(_attempt(span, state, "oom", time.perf_counter() - t0, str(oom)))
             release_gpu_memory()
-            nxt = policy.next(state)
-            if nxt is None:
+            shrunk = policy.next(state)
+            if shrunk is None:
                 raise ShrinkExhausted(f"out of memory at {span.start:.0f} s even on CPU: {oom}") from exc
             log.warning("GPU out of memory on chunk %d (%.0f s, batch %d): next try %s",
-                        span.index, span.duration, state.batch_size, nxt)
-            state = nxt
-            if checkpoint:
-                checkpoint.save_state(state, attempts)
+                        span.index, span.duration, state.batch_size, shrunk)
+        if shrunk is not None:
+            state = shrunk
+            yield ChunkEvent(chunk=None, state=state, attempts=list(attempts))
             pending = list(plan.replan(span.start, state.chunk_s, span.index).spans)
             continue
         if lang and not language and not options.multilingual:
@@ -289,14 +252,45 @@ def transcribe_plan(
             compute_type=state.compute_type, batch_size=state.batch_size,
         )
         attempts.append(_attempt(span, state, "ok", result.seconds))
-        done.append(result)
-        if checkpoint:
-            checkpoint.save_chunk(result)
-            checkpoint.save_state(state, attempts)
-        if progress:
-            progress(span.end, plan.duration, span.index)
+        yield ChunkEvent(chunk=result, state=state, attempts=list(attempts))
         pending.pop(0)
-    return TranscriptionRun(chunks=done, attempts=attempts, state=state, resumed_chunks=resumed)
+
+
+def transcribe_plan(
+    audio: np.ndarray,
+    plan: ChunkPlan,
+    settings: Settings,
+    *,
+    resume: Resume | None = None,
+    state: RunState | None = None,
+    on_event: Callable[[ChunkEvent], None] | None = None,
+    progress: ProgressFn | None = None,
+) -> TranscriptionRun:
+    """Transcribe every span of ``plan`` after those in ``resume``, shrinking on GPU OOM.
+
+    ``on_event`` (e.g. :meth:`ChunkCheckpoint.record <tasks.checkpoint.ChunkCheckpoint.record>`) gets
+    every event of :func:`iter_chunks` before the next chunk starts; ``progress(done_s, total_s, index)``
+    runs after each finished chunk.
+    """
+    state = _start_state(settings, plan, resume, state)
+    run = TranscriptionRun(
+        chunks=list(resume.chunks) if resume else [], attempts=list(resume.attempts) if resume else [],
+        state=state, resumed_chunks=len(resume.chunks) if resume else 0,
+    )
+    for event in iter_chunks(audio, plan, settings, resume=resume, state=state):
+        if on_event:
+            on_event(event)
+        run.state, run.attempts = event.state, event.attempts
+        if event.chunk is not None:
+            run.chunks.append(event.chunk)
+            if progress:
+                progress(event.chunk.end, plan.duration, event.chunk.index)
+    return run
+
+
+def _start_state(settings: Settings, plan: ChunkPlan, resume: Resume | None, state: RunState | None) -> RunState:
+    """The state an earlier try ended in, else the one given, else the settings' at the plan's chunk length."""
+    return (resume.state if resume else None) or state or initial_state(settings, plan.target_s)
 
 
 def _attempt(span: Span, state: RunState, outcome: str, seconds: float, error: str | None = None) -> Attempt:

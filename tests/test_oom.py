@@ -53,7 +53,9 @@ def test_injected_oom_shrinks_and_still_completes(meeting, tiny_settings, tmp_pa
                                      oom_min_chunk_s=15, fault_oom_above_s=25)
     plan = plan_chunks(meeting, 60, 20, 80)
     clean = transcription.transcribe_plan(meeting, plan, tiny_settings.replace(diarize=False))
-    run = transcription.transcribe_plan(meeting, plan, settings, checkpoint=ChunkCheckpoint(tmp_path / "ck"))
+    checkpoint = ChunkCheckpoint(tmp_path / "ck")
+    run = transcription.transcribe_plan(meeting, plan, settings, resume=checkpoint.resume(),
+                                        on_event=checkpoint.record)
 
     ooms = [a for a in run.attempts if a.outcome == "oom"]
     oks = [a for a in run.attempts if a.outcome == "ok"]
@@ -103,10 +105,12 @@ def test_resume_from_checkpoint_after_a_crash(meeting, tiny_settings, tmp_path):
             raise Crash("worker killed")
 
     with pytest.raises(Crash):
-        transcription.transcribe_plan(meeting, plan, settings, checkpoint=checkpoint, progress=crash_after_two)
+        transcription.transcribe_plan(meeting, plan, settings, resume=checkpoint.resume(), on_event=checkpoint.record,
+                                      progress=crash_after_two)
     assert len(checkpoint.load_chunks()) == 2
 
-    resumed = transcription.transcribe_plan(meeting, plan, settings, checkpoint=ChunkCheckpoint(tmp_path / "ck"))
+    again = ChunkCheckpoint(tmp_path / "ck")
+    resumed = transcription.transcribe_plan(meeting, plan, settings, resume=again.resume(), on_event=again.record)
     assert resumed.resumed_chunks == 2
     fresh = transcription.transcribe_plan(meeting, plan, settings)
     assert [c.index for c in resumed.chunks] == list(range(len(plan.spans)))

@@ -3,9 +3,9 @@
 import pytest
 
 from tasks import audio, transcription
-from tasks.chunking import plan_chunks
+from tasks.chunking import make_plan, plan_chunks
 from tasks.evaluation import normalize_text, wer
-from tasks.pipeline import make_plan, transcribe_file
+from tasks.pipeline import transcribe_file
 from tests.conftest import corpus_file
 
 

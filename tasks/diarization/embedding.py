@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from pyannote.audio import Model
 
+from ..audio import SAMPLE_RATE
 from .campplus import CAMPPlus, weighted_stats
 
-SAMPLE_RATE = 16000
 _FRAME = 400  # 25 ms
 _SHIFT = 160  # 10 ms
 _NFFT = 512

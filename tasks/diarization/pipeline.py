@@ -15,14 +15,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import model_store
+from ..audio import SAMPLE_RATE
 from ..devices import cpu_threads, torch_device
 from ..errors import GpuOutOfMemory, ShrinkExhausted, as_gpu_oom
-from ..oom import release_gpu_memory
+from ..oom import ShrinkPolicy, release_gpu_memory
 from ..result import Attempt, Turn
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,30 @@ class DiarizationParams:
 
 
 DEFAULT_PARAMS = DiarizationParams()
+
+
+@dataclass(frozen=True)
+class DiarizationState:
+    """How the next diarization try will run, stepped by :class:`~tasks.oom.ShrinkPolicy` after an OOM."""
+
+    batch_fields: ClassVar[tuple[str, ...]] = ("embedding_batch_size", "segmentation_batch_size")
+    chunk_s: ClassVar[None] = None
+    """No chunk length to shrink: the file is diarized whole."""
+
+    device: str
+    embedding_batch_size: int
+    segmentation_batch_size: int
+    compute_type: str = "float32"
+    cpu_fallback: bool = False
+
+    def params(self, params: DiarizationParams) -> DiarizationParams:
+        """``params`` with this state's batch sizes."""
+        return replace(params, embedding_batch_size=self.embedding_batch_size,
+                       segmentation_batch_size=self.segmentation_batch_size)
+
+
+OOM_POLICY = ShrinkPolicy(min_batch_size=1, cpu_compute_type="float32")
+"""Halve both batch sizes down to 1, then CPU (pyannote runs in float32 on either device)."""
 
 
 @dataclass
@@ -227,30 +251,29 @@ def diarize(
         "max_speakers": max_speakers if max_speakers is not None else settings.max_speakers,
     }
     attempts: list[Attempt] = []
-    fallback = False
+    state = DiarizationState(device, params.embedding_batch_size, params.segmentation_batch_size)
     while True:
         t0 = time.perf_counter()
+        params = state.params(params)
         try:
-            if settings.fault_oom_diarization and not fallback:
+            if settings.fault_oom_diarization and not state.cpu_fallback:
                 raise GpuOutOfMemory("injected CUDA out of memory in diarization "
                                      "(SECURETRANSCRIBE_FAULT_OOM_DIARIZATION)", injected=True)
-            result = _run(audio, settings, device, params, hints, on_step)
+            result = _run(audio, settings, state.device, params, hints, on_step)
         except Exception as exc:
             oom = as_gpu_oom(exc)
             if oom is None:
                 raise
-            attempts.append(_attempt(device, "oom", time.perf_counter() - t0, params, fallback, str(oom)))
+            attempts.append(_attempt(state, "oom", time.perf_counter() - t0, str(oom)))
             release_gpu_memory()
-            if fallback:
+            nxt = OOM_POLICY.next(state)
+            if nxt is None:
                 raise ShrinkExhausted(f"diarization out of memory even on CPU: {oom}") from exc
-            if params.embedding_batch_size > 1 or params.segmentation_batch_size > 1:
-                params = replace(params, embedding_batch_size=max(1, params.embedding_batch_size // 2),
-                                 segmentation_batch_size=max(1, params.segmentation_batch_size // 2))
-                continue
-            device, fallback = "cpu", True
-            log.warning("diarization out of memory: falling back to CPU")
+            if nxt.cpu_fallback:
+                log.warning("diarization out of memory: falling back to CPU")
+            state = nxt
             continue
-        attempts.append(_attempt(device, "ok", time.perf_counter() - t0, params, fallback))
+        attempts.append(_attempt(state, "ok", time.perf_counter() - t0))
         result.attempts = attempts
         return result
 
@@ -304,7 +327,6 @@ def _without_phantoms(turns: list[Turn], exclusive: list[Turn], min_speaker_s: f
     return relabel(turns), relabel(exclusive)
 
 
-def _attempt(device: str, outcome: str, seconds: float, params: DiarizationParams, fallback: bool,
-             error: str | None = None) -> Attempt:
-    return Attempt(stage="diarize", device=device, outcome=outcome, batch_size=params.embedding_batch_size,
-                   seconds=round(seconds, 3), error=error, cpu_fallback=fallback)
+def _attempt(state: DiarizationState, outcome: str, seconds: float, error: str | None = None) -> Attempt:
+    return Attempt(stage="diarize", device=state.device, outcome=outcome, batch_size=state.embedding_batch_size,
+                   seconds=round(seconds, 3), error=error, cpu_fallback=state.cpu_fallback)
