@@ -40,7 +40,9 @@ from common import (
 def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, collars: list[float],
                   oracle_speakers: bool = False) -> dict[str, Any]:
     """Run the pipeline stages on one file and score every reference it has."""
+    from tasks.assemble import relabel_speakers
     from tasks.audio import decode
+    from tasks.chunking import make_plan
     from tasks.diarization import diarize
     from tasks.evaluation import (
         cp_wer,
@@ -52,7 +54,6 @@ def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, c
         speaker_texts,
         word_errors,
     )
-    from tasks.pipeline import make_plan, relabel_speakers
     from tasks.transcription import transcribe_plan
 
     seconds: dict[str, float] = {}

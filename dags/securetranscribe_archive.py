@@ -16,7 +16,8 @@ then waits, deferred (no worker slot held), until they finish. The run fails whe
   an interval again starts nothing new (a file whose earlier run ended in quarantine is retried); content
   already processed with the same model and options (e.g. from the inbox) is recorded as a duplicate.
 - Archive files are copied, never moved or modified. Outputs land in `outbox/<stem>/`, like inbox files.
-- Conf: `model`, `language`, `formats`, `num_speakers`, `min_speakers`, `max_speakers`, `reprocess`.
+- Conf: every per-run option of the processing DAG (`model`, `language`, `formats`, speaker hints, `hotwords`,
+  `initial_prompt`, `diarize`, `speaker_names`, `csv_bom`, `reprocess` …), passed on to each file's run.
 """
 
 from datetime import datetime, timedelta
@@ -25,21 +26,14 @@ from zoneinfo import ZoneInfo
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from tasks.options import param_specs
 from tasks.settings import Settings
 
 SETTINGS = Settings.from_env()
 BATCH_DAG_ID = "securetranscribe_process_batch"
 
-PARAMS = {
-    "model": Param(None, type=["null", "string"], description="Whisper model name or path; empty: settings."),
-    "language": Param(None, type=["null", "string"], description="ISO code; empty: detect."),
-    "formats": Param(None, type=["null", "array"], description="Export formats; empty: settings."),
-    "num_speakers": Param(None, type=["null", "integer"], minimum=1, description="Exact number of speakers."),
-    "min_speakers": Param(None, type=["null", "integer"], minimum=1),
-    "max_speakers": Param(None, type=["null", "integer"], minimum=1),
-    "reprocess": Param(False, type="boolean", description="Process every file of the interval again, even "
-                       "content already done with the same options."),
-}
+PARAMS = {name: Param(**spec) for name, spec in param_specs().items()}
+"""Every per-run option (tasks/settings.py, knob(run=True)); passed on to each file's processing run."""
 
 
 @dag(

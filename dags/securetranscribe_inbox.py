@@ -42,7 +42,7 @@ def securetranscribe_inbox() -> None:
     @task
     def claim_files(found: list[dict]) -> list[dict]:
         """Move each complete file into its run's work folder (atomic rename) and prepare one run per file."""
-        from tasks.stages import inbox_claims
+        from tasks.claims import inbox_claims
 
         return inbox_claims(found)
 

@@ -10,8 +10,9 @@ exports (one task per format) → finalize.
 - Outputs: `$SECURETRANSCRIBE_HOME/outbox/<stem>/<stem>.<format>`.
 - Success: the original moves to `archive/YYYY/MM/DD/`. Failure: it moves to `quarantine/<run id>/`
   with a `reason.json`, and the run fails.
-- Conf: `num_speakers`, `min_speakers`, `max_speakers`, `language`, `model`, `formats`, `speaker_names`,
-  `csv_bom`, `csv_formula_guard`, `reprocess`.
+- Conf: `path`, and any per-run option (`model`, `language`, `formats`, `num_speakers`, `min_speakers`,
+  `max_speakers`, `hotwords`, `initial_prompt`, `multilingual`, `diarize`, `speaker_names`, `csv_bom`,
+  `csv_formula_guard`, `reprocess`); unset options take the settings' values.
 """
 
 from securetranscribe_lib.processing import build_processing_dag

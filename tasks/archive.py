@@ -26,12 +26,11 @@ from typing import Any
 
 from .files import sha256_file
 from .inbox import is_ignored, safe_token
+from .options import options_key, run_conf, run_settings
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Per-run options the archive DAG passes on to its processing runs (the processing DAG's params).
-PASSED_OPTIONS = ("model", "language", "formats", "num_speakers", "min_speakers", "max_speakers")
 
 
 @dataclass(frozen=True)
@@ -171,16 +170,13 @@ def list_partition(settings: Settings, start: dt.datetime, end: dt.datetime) -> 
 
 
 def run_options(params: dict[str, Any]) -> dict[str, Any]:
-    """The options of an archive run (its params/conf) that its processing runs get."""
-    return {k: params[k] for k in PASSED_OPTIONS if params.get(k) not in (None, "", [])}
+    """The options of an archive run (its params/conf) that its processing runs get: every run option set."""
+    return run_conf(params)
 
 
 def options_key_for(options: dict[str, Any], settings: Settings) -> str:
     """The ledger key the processing run will compute for these options."""
-    from .pipeline import options_key
-    from .stages import run_overrides
-
-    return options_key(settings.replace(**run_overrides(options)))
+    return options_key(run_settings(settings, options))
 
 
 def archive_run_id(f: ArchiveFile, sha256: str, options_key: str, nonce: str = "", retry: int = 1) -> str:
@@ -195,8 +191,10 @@ def archive_run_id(f: ArchiveFile, sha256: str, options_key: str, nonce: str = "
 
 
 def _failed_before(work: Path, run_id: str) -> bool:
-    """The run with this id already ended with the file quarantined (see :func:`tasks.stages.finalize_stage`)."""
-    final = work / run_id / "final.json"
+    """The run with this id already ended with the file quarantined (see :func:`tasks.finalize.finalize_stage`)."""
+    from .workspace import Workspace
+
+    final = Workspace.for_run(work, run_id).final_file
     if not final.is_file():
         return False
     import json
@@ -211,7 +209,7 @@ def partition_requests(settings: Settings, start: dt.datetime, end: dt.datetime,
                        nonce: str = "") -> list[dict[str, Any]]:
     """One trigger request (``trigger_run_id`` + ``conf``) per audio file of the interval's partition.
 
-    ``params``: the archive run's options (model, language, formats, speaker hints, ``reprocess``).
+    ``params``: the archive run's options (every run option of ``tasks.options.RUN_OPTIONS``).
     With ``reprocess`` the run ids carry ``nonce`` (the archive run's id), so every file is processed
     again, once per archive run; without it, a file whose earlier run ended in quarantine gets a
     retry run, and every other file keeps its run id (the ledger skips content already done).
@@ -232,8 +230,6 @@ def partition_requests(settings: Settings, start: dt.datetime, end: dt.datetime,
             retry += 1
             run_id = archive_run_id(f, sha, key, "", retry)
         conf = {"path": str(f.path), "sha256": sha, **options}
-        if reprocess:
-            conf["reprocess"] = True
         requests.append({"trigger_run_id": run_id, "conf": conf})
     log.info("archive: partition %s: %d file(s), %d ignored, %d refused", ", ".join(part.labels), len(part.files),
              part.ignored, len(part.refused))

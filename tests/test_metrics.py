@@ -72,7 +72,7 @@ def test_migrations_match_the_models(store):
 def test_record_a_run_with_retries(store):
     run = "manual__2026-11-20T09:00:00+00:00"
     store.record_file(run, status="running", file_name="meeting.flac", sha256=SHA, audio_duration=600.0)
-    store.record_stage(run, "decode", 1, start=T0, end=T0 + timedelta(seconds=2), audio_seconds=600.0)
+    store.record_stage(run, "probe", 1, start=T0, end=T0 + timedelta(seconds=2), audio_seconds=600.0)
     # transcribe: try 1 dies (worker lost), try 2 shrinks after a GPU OOM and succeeds; the task
     # of try 2 writes its row twice (running, then finished): still one row per try.
     store.record_stage(run, "transcribe", 1, start=T0 + timedelta(seconds=2), end=T0 + timedelta(seconds=12),
@@ -94,7 +94,7 @@ def test_record_a_run_with_retries(store):
     assert (f.status, f.error, f.model, f.compute_type) == ("success", None, "base", "float16")
     assert f.outputs == ["meeting/meeting.json", "meeting/meeting.txt"]
     assert [(s.stage, s.try_number, s.status) for s in f.stages] == [
-        ("decode", 1, "success"), ("transcribe", 1, "failed"), ("transcribe", 2, "success"), ("diarize", 1, "success")]
+        ("probe", 1, "success"), ("transcribe", 1, "failed"), ("transcribe", 2, "success"), ("diarize", 1, "success")]
     decode, t1, t2, diarize = f.stages
     assert decode.seconds == pytest.approx(2.0) and decode.rtf == pytest.approx(300.0)
     assert t1.error == "WorkerLost: killed" and t1.rtf == pytest.approx(60.0)
@@ -118,13 +118,13 @@ def test_record_file_keeps_unset_fields_and_validates(store):
     with pytest.raises(ValueError):
         store.record_file("r", status="done")
     with pytest.raises(ValueError):
-        store.record_stage("r", "decode", 1, start=T0, status="ok")
+        store.record_stage("r", "probe", 1, start=T0, status="ok")
 
 
 def test_purge_removes_a_files_rows(store):
     for run, sha in (("r1", SHA), ("r2", SHA), ("r3", "cd" * 32)):
         store.record_file(run, status="success", file_name=f"{run}.wav", sha256=sha)
-        store.record_stage(run, "decode", 1, start=T0, end=T0 + timedelta(seconds=1))
+        store.record_stage(run, "probe", 1, start=T0, end=T0 + timedelta(seconds=1))
     assert store.purge(SHA) == 2
     assert store.counts() == {"files": 1, "stage_attempts": 1}
     assert store.file("r3") is not None and store.file("r1") is None
@@ -132,7 +132,7 @@ def test_purge_removes_a_files_rows(store):
 
 
 def test_stage_recorder_records_success_and_failure(store):
-    with StageRecorder(store, "r", "decode", 1, audio_seconds=30.0, strict=True) as rec:
+    with StageRecorder(store, "r", "probe", 1, audio_seconds=30.0, strict=True) as rec:
         inside = store.stage_attempts(run_id="r")
         buf = bytearray(64 * 1024 * 1024)
         rec.update(device="cpu")
@@ -153,7 +153,7 @@ def test_stage_recorder_records_success_and_failure(store):
 
 def test_stage_recorder_never_fails_the_task_on_database_errors(tmp_path, caplog):
     broken = MetricsStore(f"sqlite:///{tmp_path / 'never-migrated.db'}")  # no tables
-    with StageRecorder(broken, "r", "decode", 1) as rec:
+    with StageRecorder(broken, "r", "probe", 1) as rec:
         pass
     assert rec.seconds is not None and "could not record stage" in caplog.text
 

@@ -16,7 +16,7 @@ from tasks.metrics.report import build, parse_since, plot, render
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # stage: (x real time on the GPU server, fixed seconds)
-SPEEDS = {"decode": (400.0, 0.5), "plan": (150.0, 1.0), "transcribe": (22.0, 2.0), "diarize": (30.0, 1.0),
+SPEEDS = {"probe": (400.0, 0.5), "plan": (150.0, 1.0), "transcribe": (22.0, 2.0), "diarize": (30.0, 1.0),
           "merge": (3000.0, 0.1), "export": (800.0, 0.5)}
 
 
@@ -60,11 +60,11 @@ def seed(store: MetricsStore, outbox: Path | None = None, now: datetime = NOW) -
     bad = f"manual__{(now - timedelta(hours=3)).isoformat()}"
     store.record_file(bad, status="quarantined", file_name="notes.docx", sha256="ee" * 32,
                       error="InvalidAudio: no audio stream")
-    store.record_stage(bad, "decode", 1, start=now - timedelta(hours=3), end=now - timedelta(hours=3, seconds=-1),
+    store.record_stage(bad, "probe", 1, start=now - timedelta(hours=3), end=now - timedelta(hours=3, seconds=-1),
                        status="failed", error="InvalidAudio: no audio stream")
     live = f"manual__{(now - timedelta(minutes=2)).isoformat()}"
     store.record_file(live, status="running", file_name="board-call.m4a", sha256="ff" * 32, audio_duration=2700.0)
-    store.record_stage(live, "decode", 1, start=now - timedelta(seconds=120), end=now - timedelta(seconds=112),
+    store.record_stage(live, "probe", 1, start=now - timedelta(seconds=120), end=now - timedelta(seconds=112),
                        audio_seconds=2700.0)
     store.record_stage(live, "transcribe", 1, start=now - timedelta(seconds=110), audio_seconds=2700.0)
     return [*runs, bad, live]
@@ -87,7 +87,7 @@ def test_summary_numbers(store):
     assert (o["oom_retries"], o["stage_retries"], o["stage_failures"]) == (3, 1, 2)
     assert o["stage_attempts"] == 6 * 6 + 1 + 2  # the running transcribe is not counted
     stages = report.stages.set_index("stage")
-    assert list(stages.index) == ["decode", "plan", "transcribe", "diarize", "merge", "export"]
+    assert list(stages.index) == ["probe", "plan", "transcribe", "diarize", "merge", "export"]
     assert stages.loc["transcribe", "attempts"] == 7 and stages.loc["transcribe", "failed"] == 1
     assert 10 < stages.loc["transcribe", "rtf_mean"] < 22 <= stages.loc["transcribe", "rtf_p95"] + 1
     assert stages["wall_share_pct"].sum() == pytest.approx(100, abs=0.1)

@@ -56,11 +56,16 @@ def test_as_env_round_trips():
     assert again == s
 
 
-def test_privacy_environment_is_forced():
+def test_privacy_environment_is_forced_before_the_model_libraries_load():
     import os
+    import subprocess
+    import sys
 
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    assert os.environ["PYANNOTE_METRICS_ENABLED"] == "0"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "PYANNOTE_METRICS_ENABLED")}
+    code = ("import os, tasks.diarization, tasks.transcription, tasks.chunking; "
+            "print(os.environ['HF_HUB_OFFLINE'], os.environ['PYANNOTE_METRICS_ENABLED'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "0"]
 
 
 def test_relative_home_is_anchored_at_the_project_root():

@@ -1,8 +1,9 @@
 """Factory for the per-file processing DAG (one run per file), shared by the inbox and archive paths.
 
-Every task is a thin wrapper around :mod:`tasks.stages`; heavy data moves between tasks as files in
-the run's work folder, XCom carries only small metadata. Imports of the pipeline happen inside tasks,
-so parsing this file stays fast.
+One task per stage of :data:`tasks.stages.STAGES` (the list the CLI runs too); each task is a thin wrapper
+that calls its stage with this run's work folder. Heavy data moves between tasks as files in that folder;
+the claim task's record (``RunInfo``: work folder, file, outputs, options) flows to every task that needs
+it. The Params are derived from the option declarations in ``tasks/settings.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from typing import Any
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from tasks.options import param_specs
+from tasks.stages import STAGES
+
 GPU_POOL = "gpu"
 GPU_QUEUE = "gpu"
+DOCS = {s.name: s.doc for s in STAGES}
+"""Each task's documentation in the UI: its stage function's docstring."""
 
 # Bad input never gets better by retrying: fail at once, finalize quarantines the file.
 NO_RETRY_ON_BAD_INPUT = ExceptionRetryPolicy(
@@ -29,38 +35,21 @@ GPU_RETRY = ExceptionRetryPolicy(
     ]
 )
 
-PARAMS = {
-    "path": Param("", type="string", title="File", description="File to process. Inbox files are moved into "
-                  "the run's work folder; files elsewhere are copied, never moved."),
-    "sha256": Param(None, type=["null", "string"], description="Content hash seen by the inbox scan."),
-    "num_speakers": Param(None, type=["null", "integer"], minimum=1, description="Exact number of speakers."),
-    "min_speakers": Param(None, type=["null", "integer"], minimum=1),
-    "max_speakers": Param(None, type=["null", "integer"], minimum=1),
-    "language": Param(None, type=["null", "string"], description="ISO code; empty: detect."),
-    "model": Param(None, type=["null", "string"], description="Whisper model name or path; empty: settings."),
-    "multilingual": Param(None, type=["null", "boolean"], description="Detect the language per chunk."),
-    "initial_prompt": Param(None, type=["null", "string"], description="Vocabulary hint for Whisper."),
-    "hotwords": Param(None, type=["null", "string"], description="Words Whisper should prefer."),
-    "diarize": Param(None, type=["null", "boolean"], description="false: transcription only."),
-    "formats": Param(None, type=["null", "array"], description="Export formats; empty: settings "
-                     "(txt json csv srt vtt pdf docx md rttm)."),
-    "speaker_names": Param({}, type="object", description='Display names, e.g. {"SPEAKER_00": "Diane"}.'),
-    "csv_bom": Param(False, type="boolean", description="CSV exports with a UTF-8 byte-order mark (Excel)."),
-    "csv_formula_guard": Param(True, type="boolean", description="Prefix CSV cells starting with = + - @ with "
-                               "an apostrophe so spreadsheets never run them as formulas."),
-    "reprocess": Param(False, type="boolean", description="Process again even if this content was done."),
-}
+
+def run_params() -> dict[str, Param]:
+    """The file to process, and every per-run option (null: the settings' value)."""
+    return {
+        "path": Param("", type="string", title="File", description="File to process. Inbox files are moved into "
+                      "the run's work folder; files elsewhere are copied, never moved."),
+        "sha256": Param(None, type=["null", "string"], description="Content hash seen by the inbox scan."),
+        **{name: Param(**spec) for name, spec in param_specs().items()},
+    }
 
 
-EXPORT_DOC = """Write one export format into the file's outbox folder. One task per format: a failing format
-never loses the others, and each is retried on its own; its log names the format and the cause."""
-
-
-def _workspace(context: dict[str, Any]):
-    from tasks.settings import Settings
+def _workspace(info: dict[str, Any]):
     from tasks.workspace import Workspace
 
-    return Workspace.for_run(Settings.from_env().work, context["run_id"])
+    return Workspace(info["work"])
 
 
 def _attempt(context: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +60,7 @@ def _attempt(context: dict[str, Any]) -> dict[str, Any]:
 
 def build_processing_dag(dag_id: str, *, priority_weight: int, description: str, doc_md: str,
                          tags: list[str], max_active_runs: int = 16) -> Any:
-    """The processing DAG: claim → probe → plan → transcribe (gpu) → diarize (gpu) → merge → exports → finalize."""
+    """The processing DAG: claim → probe → plan → transcribe (gpu) ∥ diarize (gpu) → merge → exports → finalize."""
 
     @dag(
         dag_id=dag_id,
@@ -81,7 +70,7 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
         catchup=False,
         max_active_runs=max_active_runs,
         tags=tags,
-        params=PARAMS,
+        params=run_params(),
         default_args={
             "retries": 2,
             "retry_delay": timedelta(seconds=10),
@@ -93,11 +82,11 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
         render_template_as_native_obj=True,
     )
     def processing() -> None:
-        @task(retry_policy=NO_RETRY_ON_BAD_INPUT)
+        @task(retry_policy=NO_RETRY_ON_BAD_INPUT, doc_md=DOCS["claim"])
         def claim(**context: Any) -> dict[str, Any]:
-            """Take the file atomically into this run's work folder, hash it, and check whether this content
-            was already processed with the same model and options (then it is skipped and recorded)."""
-            from tasks.stages import claim_stage, run_formats
+            from tasks.options import run_settings
+            from tasks.settings import Settings
+            from tasks.stages import claim_stage
             from tasks.workspace import AlreadyClaimed
 
             params = dict(context["params"])
@@ -107,79 +96,79 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
                 info = claim_stage(context["run_id"], params["path"], params, **_attempt(context))
             except AlreadyClaimed as exc:
                 raise AirflowSkipException(str(exc)) from exc
-            return {**info, "formats": run_formats(info)}  # shown in the UI's XCom tab
+            formats = list(run_settings(Settings.from_env(), info["options"]).formats)
+            return {**info, "formats": formats}  # shown in the UI's XCom tab
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def is_new(info: dict[str, Any]) -> bool:
             """Continue unless the same content was already processed with the same settings."""
             return not info.get("duplicate_of")
 
-        @task(retry_policy=NO_RETRY_ON_BAD_INPUT)
+        @task(retry_policy=NO_RETRY_ON_BAD_INPUT, doc_md=DOCS["probe"])
         def probe(info: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Probe the container and decode once to 16 kHz mono; bad or over-long audio is rejected."""
             from tasks.stages import probe_stage
 
-            record = probe_stage(_workspace(context), **_attempt(context))
+            record = probe_stage(_workspace(info), **_attempt(context))
             return {"duration": record["duration"], "codec": record["probe"]["codec"]}
 
-        @task(retry_policy=NO_RETRY_ON_BAD_INPUT)
-        def plan(probed: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Run VAD once over the file and cut it into chunks between speech groups."""
+        @task(retry_policy=NO_RETRY_ON_BAD_INPUT, doc_md=DOCS["plan"])
+        def plan(info: dict[str, Any], probed: dict[str, Any], **context: Any) -> dict[str, Any]:
             from tasks.stages import plan_stage
 
-            return plan_stage(_workspace(context), **_attempt(context))
+            return {**probed, **plan_stage(_workspace(info), **_attempt(context))}
 
-        @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY)
-        def transcribe(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """faster-whisper over the chunks, in this one process (the model loads once per file). Each
-            finished chunk is checkpointed: a retry resumes after the last one. On GPU out-of-memory the
-            batch, then the chunk length shrink down to floors, then the work moves to CPU; every try is
-            recorded."""
+        @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY, doc_md=DOCS["transcribe"]
+              + "\n\nThe model loads once per file; each finished chunk is checkpointed, so a retry resumes after "
+              "the last one. On GPU out-of-memory the batch, then the chunk length shrink to floors, then the "
+              "work moves to CPU; every try is recorded.")
+        def transcribe(info: dict[str, Any], planned: dict[str, Any], **context: Any) -> dict[str, Any]:
             from tasks.stages import transcribe_stage
 
-            return transcribe_stage(_workspace(context), **_attempt(context))
+            return transcribe_stage(_workspace(info), **_attempt(context))
 
-        @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY)
-        def diarize(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Speaker diarization of the whole file with pyannote.audio (segmentation-3.0 + CAM++); skipped
-            for a file in which VAD found no speech."""
+        @task(pool=GPU_POOL, queue=GPU_QUEUE, retries=3, retry_policy=GPU_RETRY, doc_md=DOCS["diarize"])
+        def diarize(info: dict[str, Any], planned: dict[str, Any], **context: Any) -> dict[str, Any]:
             from tasks.stages import diarize_stage
 
-            return diarize_stage(_workspace(context), **_attempt(context))
+            return diarize_stage(_workspace(info), **_attempt(context))
 
-        @task(retry_policy=NO_RETRY_ON_BAD_INPUT)
-        def merge(transcribed: dict[str, Any], diarized: dict[str, Any], **context: Any) -> list[str]:
-            """Give every word a speaker and write the canonical transcript JSON; returns the formats to export."""
-            from tasks.stages import merge_stage, run_formats
+        @task(retry_policy=NO_RETRY_ON_BAD_INPUT, doc_md=DOCS["merge"])
+        def merge(info: dict[str, Any], transcribed: dict[str, Any], diarized: dict[str, Any],
+                  **context: Any) -> list[str]:
+            """Returns the formats to export (one mapped export task each)."""
+            from tasks.stages import merge_stage
 
-            ws = _workspace(context)
-            merge_stage(ws, **_attempt(context))
-            return run_formats(ws.run_info())
+            return merge_stage(_workspace(info), **_attempt(context))["formats"]
 
-        @task(map_index_template="{{ export_format }}", retries=2, doc_md=EXPORT_DOC)
-        def export(fmt: str, **context: Any) -> list[str]:
-            """Write one export format."""
+        @task(map_index_template="{{ export_format }}", retries=2, doc_md=DOCS["export"] + "\n\nOne task per "
+              "format: a failing format never loses the others, and each is retried on its own; its log names "
+              "the format and the cause.")
+        def export(info: dict[str, Any], fmt: str, **context: Any) -> list[str]:
             from airflow.sdk import get_current_context
 
             from tasks.stages import export_stage
 
             get_current_context()["export_format"] = fmt  # type: ignore[index]  # names the mapped task in the UI
-            return export_stage(_workspace(context), fmt, **_attempt(context))
+            return export_stage(_workspace(info), fmt, **_attempt(context))
 
-        @task(trigger_rule="all_done", retries=3)
+        @task(trigger_rule="all_done", retries=3, doc_md=DOCS["metrics"])
         def metrics(**context: Any) -> dict[str, Any]:
-            """Record the file's row in the metrics database (each stage already recorded its own timing row)."""
+            from tasks.settings import Settings
             from tasks.stages import metrics_stage
+            from tasks.workspace import Workspace
 
-            return metrics_stage(_workspace(context), **_attempt(context))
+            # all_done: runs even when claim failed, so the folder comes from the run id, not claim's record
+            return metrics_stage(Workspace.for_run(Settings.from_env().work, context["run_id"]),
+                                 **_attempt(context))
 
-        @task(trigger_rule="all_done", retries=3)
+        @task(trigger_rule="all_done", retries=3, doc_md=DOCS["finalize"] + "\n\nA quarantined file fails this "
+              "run visibly, with the reason.")
         def finalize(**context: Any) -> dict[str, Any]:
-            """Outputs are durable: archive the original to archive/YYYY/MM/DD/. Otherwise move it to
-            quarantine/ with a reason.json, and fail this run visibly."""
+            from tasks.settings import Settings
             from tasks.stages import finalize_stage
+            from tasks.workspace import Workspace
 
-            outcome = finalize_stage(_workspace(context))
+            outcome = finalize_stage(Workspace.for_run(Settings.from_env().work, context["run_id"]))
             if outcome["outcome"] == "quarantined":
                 r = outcome["reason"]
                 raise AirflowFailException(
@@ -192,8 +181,8 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
         info = claim()
         probed = probe(info)
         is_new(info) >> probed
-        planned = plan(probed)
-        formats = merge(transcribe(planned), diarize(planned))
-        export.expand(fmt=formats) >> metrics() >> finalize()
+        planned = plan(info, probed)
+        formats = merge(info, transcribe(info, planned), diarize(info, planned))
+        export.partial(info=info).expand(fmt=formats) >> metrics() >> finalize()
 
     return processing()

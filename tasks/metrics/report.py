@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from .store import MetricsStore, stage_sort_key
+from ..stages import stage_sort_key
+from .store import MetricsStore
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

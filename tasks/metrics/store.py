@@ -357,12 +357,6 @@ class MetricsStore:
             }
 
 
-STAGE_ORDER = ("decode", "plan", "transcribe", "diarize", "merge", "export", "exports")
-
-
-def stage_sort_key(stage: str) -> tuple[int, str]:
-    """Pipeline order for known stages, then alphabetical."""
-    return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
 
 
 def stage_fields_from_attempts(attempts: Iterable[Any], stage: str | None = None) -> dict[str, Any]:

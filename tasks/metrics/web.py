@@ -20,20 +20,20 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from jinja2 import Environment
 
 from ..settings import Settings
-from .store import FileRecord, MetricsStore, StageRecord, stage_sort_key
+from ..stages import STAGE_NAMES, stage_sort_key
+from .store import FileRecord, MetricsStore, StageRecord
 
-STAGE_COLOURS = {
-    "decode": "#4e79a7", "plan": "#76b7b2", "transcribe": "#f28e2b", "diarize": "#59a14f",
-    "merge": "#edc948", "export": "#b07aa1", "exports": "#b07aa1",
-}
-OTHER_COLOURS = ("#ff9da7", "#9c755f", "#bab0ac", "#e15759")
+PALETTE = ("#9c755f", "#bab0ac", "#4e79a7", "#76b7b2", "#f28e2b", "#59a14f", "#edc948", "#b07aa1", "#e15759")
+STAGE_COLOURS = dict(zip(STAGE_NAMES, PALETTE))
+"""One colour per stage of the pipeline (``export-pdf`` takes ``export``'s)."""
+OTHER_COLOURS = ("#ff9da7", "#86bcb6", "#d37295", "#fabfd2")
 TEXT_TYPES = {".txt", ".csv", ".srt", ".vtt", ".md", ".rttm", ".log"}
 MEDIA_TYPES = {".json": "application/json", ".pdf": "application/pdf",
                ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"}
 
 
 def stage_colour(stage: str) -> str:
-    return STAGE_COLOURS.get(stage) or OTHER_COLOURS[sum(map(ord, stage)) % len(OTHER_COLOURS)]
+    return STAGE_COLOURS.get(stage.split("-", 1)[0]) or OTHER_COLOURS[sum(map(ord, stage)) % len(OTHER_COLOURS)]
 
 
 def resolve_export(outbox: Path, relative: str) -> Path:

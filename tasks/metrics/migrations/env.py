@@ -13,7 +13,6 @@ from sqlalchemy.pool import NullPool
 
 from tasks.metrics.models import VERSION_TABLE, Base
 
-config = context.config
 target_metadata = Base.metadata
 
 
@@ -36,6 +35,7 @@ def _configure(**kwargs: object) -> None:
 
 
 def run_offline() -> None:
+    config = context.config
     _configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -48,6 +48,7 @@ def _run(connection: Connection) -> None:
 
 
 def run_online() -> None:
+    config = context.config
     connection = config.attributes.get("connection")
     if connection is not None:
         _run(connection)
@@ -57,7 +58,14 @@ def run_online() -> None:
         _run(conn)
 
 
-if context.is_offline_mode():
-    run_offline()
-else:
-    run_online()
+def main() -> None:
+    """Alembic runs this file as a script; importing it elsewhere (no migration under way) does nothing."""
+    if not hasattr(context, "config"):
+        return
+    if context.is_offline_mode():
+        run_offline()
+    else:
+        run_online()
+
+
+main()
