@@ -63,7 +63,20 @@ class ShrinkExhausted(SecureTranscribeError):
 
 
 def is_cuda_oom(exc: BaseException) -> bool:
-    """True for torch's ``OutOfMemoryError`` and CTranslate2's "CUDA out of memory" RuntimeError."""
+    """True for torch's ``OutOfMemoryError`` and CTranslate2's "CUDA out of memory" RuntimeError.
+
+    Also for a ``MemoryError`` raised while handling one: pyannote's segmentation inference turns a CUDA OOM
+    into ``MemoryError("batch_size (32) is probably too large …")``, the original being its ``__context__``.
+    """
+    if _is_cuda_oom_itself(exc):
+        return True
+    if isinstance(exc, MemoryError):
+        inner = exc.__cause__ or exc.__context__
+        return inner is not None and inner is not exc and _is_cuda_oom_itself(inner)
+    return False
+
+
+def _is_cuda_oom_itself(exc: BaseException) -> bool:
     if isinstance(exc, GpuOutOfMemory):
         return True
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch

@@ -117,3 +117,21 @@ def test_resume_from_checkpoint_after_a_crash(meeting, tiny_settings, tmp_path):
     assert [s.text for s in resumed.segments] == [s.text for s in fresh.segments]
     # no chunk transcribed twice: two attempts before the crash, the rest after
     assert len([a for a in resumed.attempts if a.outcome == "ok"]) == len(plan.spans)
+
+
+def test_cuda_oom_wrapped_by_pyannote_inference_is_recognised():
+    """pyannote's segmentation re-raises a CUDA OOM as ``MemoryError("batch_size (32) is probably too large")``."""
+    import torch
+    from pyannote.audio.core.inference import Inference
+
+    class OomModel:
+        def __call__(self, chunks):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.53 GiB")
+
+    fake = type("Fake", (), {"model": OomModel(), "device": torch.device("cpu"), "batch_size": 32})()
+    with pytest.raises(MemoryError) as caught:
+        Inference.infer(fake, torch.zeros(2, 1, 160000))
+    assert "out of memory" not in str(caught.value)  # the message alone does not say so
+    assert is_cuda_oom(caught.value)
+    assert isinstance(as_gpu_oom(caught.value), GpuOutOfMemory)
+    assert not is_cuda_oom(MemoryError("batch_size ( 32) is probably too large"))  # no CUDA OOM behind it
