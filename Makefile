@@ -38,10 +38,13 @@ system-deps:  ## Debian packages for decoding tests, PDF fonts, browser tests, P
 run:  ## Airflow (api-server, scheduler, dag-processor, triggerer) in the foreground; Ctrl-C stops all
 	$(BIN)/python scripts/airflow_supervisor.py
 
-demo:  ## drop corpus files into the inbox of a running `make run`
-	mkdir -p data/inbox
-	cp ../shared/corpus/speech/jfk.flac "../shared/corpus/ami/trñ00.flac" data/inbox/
-	@echo "dropped 2 files into data/inbox/: watch them at http://127.0.0.1:8080/dags/securetranscribe_process"
+demo:  ## drop corpus files into the inbox of a running `make run` (its SECURETRANSCRIBE_HOME and _PORT)
+	@settings="$$($(BIN)/securetranscribe settings)" || exit 1; \
+	home="$$(sed -n 's/^SECURETRANSCRIBE_HOME=//p' <<< "$$settings")"; \
+	port="$$(sed -n 's/^SECURETRANSCRIBE_PORT=//p' <<< "$$settings")"; \
+	mkdir -p "$$home/inbox" && \
+	cp ../shared/corpus/speech/jfk.flac "../shared/corpus/ami/trñ00.flac" "$$home/inbox/" && \
+	echo "dropped 2 files into $$home/inbox/: watch them at http://127.0.0.1:$$port/dags/securetranscribe_process"
 
 transcribe-sample:  ## the CLI on the conversation shipped in the pyannote wheel
 	$(BIN)/securetranscribe transcribe "$$($(BIN)/python -c 'import pyannote.audio, pathlib; print(pathlib.Path(pyannote.audio.__file__).parent / "sample" / "sample.wav")')" --out data/outbox/sample

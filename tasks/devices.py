@@ -71,11 +71,28 @@ def torch_device(requested: str = "auto") -> str:
     return "cpu"
 
 
-def cpu_threads(requested: int = 0) -> int:
-    """Threads for CPU inference: the requested number, else the cores this process may use."""
-    if requested > 0:
-        return requested
+def usable_cores() -> int:
+    """The cores this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def heavy_task_slots(requested: int = 0, gpus: int | None = None, cores: int | None = None) -> int:
+    """How many transcribe/diarize tasks run at once: one per GPU; without a GPU ``requested``, else
+    a quarter of the cores, at least 2 (two files overlap their single-threaded parts) and at most all cores."""
+    gpus = cuda_device_count() if gpus is None else gpus
+    if gpus > 0:
+        return gpus
+    if requested > 0:
+        return requested
+    cores = usable_cores() if cores is None else cores
+    return min(cores, max(2, cores // 4))
+
+
+def cpu_threads(requested: int = 0, share: int = 1) -> int:
+    """Threads for CPU inference: the requested number, else the usable cores split ``share`` ways."""
+    if requested > 0:
+        return requested
+    return max(1, usable_cores() // max(1, share))

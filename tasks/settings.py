@@ -76,7 +76,11 @@ class Settings:
                        help="auto (cuda when available, else cpu), cuda, cuda:N or cpu.")
     compute_type: str = knob("auto", cli=True, help="auto (float16 on CUDA with compute capability >= 7.0, int8 "
                              "on CPU) or any CTranslate2 type: int8, float16, int8_float16, float32 …")
-    cpu_threads: int = knob(0, help="Threads for CPU inference; 0: one per core.")
+    cpu_threads: int = knob(0, help="Threads per CPU inference task; 0: every core (CLI), or under `make run` "
+                            "without a GPU the cores split between cpu_heavy_tasks.")
+    cpu_heavy_tasks: int = knob(0, help="Without a GPU: transcribe/diarize tasks run at once (slots of the `gpu` "
+                                "pool, `make run`); 0: a quarter of the cores, at least 2, at most all. With GPUs: "
+                                "one per GPU.")
     beam_size: int = knob(5, output=True, cli=True, minimum=1, help="Beam size of Whisper's decoder.")
     batch_size: int = knob(8, cli=True, minimum=1, help="VAD groups (up to 30 s of speech each) decoded together "
                            "by faster-whisper's batched pipeline.")
@@ -142,8 +146,9 @@ class Settings:
     # -- inputs and outputs ---------------------------------------------------------------------
     inbox_stable_s: float = knob(5.0, help="A file in the inbox is taken once its size and mtime have not changed "
                                  "for this long.")
-    formats: tuple[str, ...] = knob(("txt", "json"), run=True, choices=ALL_FORMATS, metavar="FMT,FMT",
-                                    help="Export formats: " + " ".join(ALL_FORMATS) + ".")
+    formats: tuple[str, ...] = knob(ALL_FORMATS, run=True, choices=ALL_FORMATS, metavar="FMT,FMT",
+                                    help="Export formats (default: all of them; a list narrows): "
+                                    + " ".join(ALL_FORMATS) + ".")
     speaker_names: dict[str, str] = knob(factory=dict, run=True, flag="--speaker-name",
                                          metavar="LABEL=NAME|FILE.json", help='Display names of speakers, e.g. '
                                          '{"SPEAKER_00": "Diane"} (a JSON object, or a mapping file).')

@@ -86,7 +86,8 @@ def archive(tmp_path_factory, jfk_audio) -> Path:
 def af(tmp_path_factory, archive):
     tmp = tmp_path_factory.mktemp("e2e-archive")
     with running_airflow(tmp, SECURETRANSCRIBE_MODEL="tiny.en", SECURETRANSCRIBE_DIARIZE="0",
-                         SECURETRANSCRIBE_INBOX_STABLE_S="1", SECURETRANSCRIBE_BACKFILL_ROOT=str(archive)) as airflow:
+                         SECURETRANSCRIBE_INBOX_STABLE_S="1", SECURETRANSCRIBE_BACKFILL_ROOT=str(archive),
+                         SECURETRANSCRIBE_FORMATS="txt,json") as airflow:
         wait_until(lambda: dag_exists(airflow, ARCHIVE) and dag_exists(airflow, BATCH), 180, 2.0, "the archive DAGs")
         try:
             yield airflow

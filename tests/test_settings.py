@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import PROJECT_ROOT, Settings
+from tasks.settings import ALL_FORMATS, PROJECT_ROOT, Settings
 
 
 def test_defaults_work_offline_with_packaged_models():
@@ -10,7 +10,7 @@ def test_defaults_work_offline_with_packaged_models():
     assert s.model == "base"
     assert s.home == (PROJECT_ROOT / "data").resolve()
     assert s.inbox == s.home / "inbox" and s.outbox == s.home / "outbox"
-    assert s.formats == ("txt", "json")
+    assert s.formats == ALL_FORMATS  # every export format by default; SECURETRANSCRIBE_FORMATS narrows
 
 
 def test_env_values_are_parsed_by_type(tmp_path):
