@@ -3,16 +3,27 @@
     .venv/bin/python scripts/airflow_supervisor.py [--port 8080] [--host 127.0.0.1]
 
 Airflow runs on SQLite with the LocalExecutor, its home inside ``$SECURETRANSCRIBE_HOME/airflow``.
-The supervisor migrates the database, loads the pools (``gpu`` slots = GPUs found, 1 without one),
-starts the four components in their own process groups, unpauses the DAGs, prints the UI address,
-the generated admin password and the inbox path, and stays in the foreground. On Ctrl-C or SIGTERM
-it stops every process it started (SIGTERM, then SIGKILL after a grace period). A component that
-dies is restarted (at most 5 times in 10 minutes).
+The supervisor takes the data root's lock (a second supervisor on the same data root refuses), migrates
+the database, loads the pools (``gpu`` slots = GPUs found; without one ``cpu_heavy_tasks``, the cores
+split between them), starts the components, unpauses the DAGs, prints the UI address, the generated
+admin password and the inbox path, and stays in the foreground. On Ctrl-C or SIGTERM it stops every
+process it started (SIGTERM, then SIGKILL after a grace period). A component that dies is restarted
+(at most 5 times in 10 minutes).
+
+Listeners: the api-server and the two log servers (task logs, trigger logs: run here instead of
+Airflow's own serve-logs, which binds every interface) bind ``--host`` (127.0.0.1 by default).
+
+No orphans: each component runs under a guard (this script with ``--guard``) that leads the
+component's session, gets SIGTERM when the supervisor dies however it dies (PR_SET_PDEATHSIG, so also
+after SIGKILL), and then stops every process of that session (task processes included), SIGKILL after
+the grace period. The guards hold the data root's lock until their session is empty.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -24,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.devices import cuda_device_count
+from tasks.devices import cpu_threads, cuda_device_count, heavy_task_slots
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +44,8 @@ DAG_IDS = ("securetranscribe_inbox", "securetranscribe_process", "securetranscri
            "securetranscribe_archive")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 GRACE_S = 30.0
+LOCK_NAME = "supervisor.lock"
+PR_SET_PDEATHSIG = 1
 
 
 def airflow_env(settings: Settings, port: int, host: str) -> dict[str, str]:
@@ -59,7 +72,8 @@ def airflow_env(settings: Settings, port: int, host: str) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-        # log servers next to the UI port, so two deployments on one host do not clash
+        # log servers next to the UI port, so two deployments on one host do not clash; they bind --host
+        # (ours, see log_server_commands; Airflow's own serve-logs binds every interface)
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 713),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 714),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -77,12 +91,116 @@ def use_wal(db: Path) -> None:
 
 
 def pools_file(settings: Settings) -> Path:
-    """include/pools.json with the gpu slots filled in for this machine."""
+    """include/pools.json with the gpu slots filled in for this machine: one per GPU, else cpu_heavy_tasks."""
     spec = json.loads((ROOT / "include" / "pools.json").read_text(encoding="utf-8"))
-    spec["gpu"]["slots"] = max(1, cuda_device_count())
+    spec["gpu"]["slots"] = heavy_task_slots(settings.cpu_heavy_tasks)
     out = settings.home / "airflow" / "pools.generated.json"
     out.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     return out
+
+
+def split_cpu(settings: Settings) -> Settings:
+    """Without a GPU, ``cpu_threads`` auto (0) becomes the cores split between the pool's heavy tasks."""
+    if settings.cpu_threads > 0 or cuda_device_count() > 0:
+        return settings
+    return settings.replace(cpu_threads=cpu_threads(0, share=heavy_task_slots(settings.cpu_heavy_tasks)))
+
+
+def log_server_commands(env: dict[str, str], host: str) -> dict[str, list[str]]:
+    """The task and trigger log servers, bound to ``host`` (Airflow's serve-logs has no host option)."""
+    python = str(Path(__file__).resolve())
+    return {name: [sys.executable, python, "--serve-logs", env[var], "--host", host]
+            for name, var in (("worker-log-server", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"),
+                              ("trigger-log-server", "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"))}
+
+
+def serve_logs(port: int, host: str) -> None:
+    """Airflow's log server app (signed requests only), on ``host:port``."""
+    import uvicorn
+
+    uvicorn.run("airflow.utils.serve_logs.log_server:get_app", host=host, port=port, log_config=None,
+                access_log=False)
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Get ``sig`` when the parent process dies, however it dies (Linux); exit if it already has."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def take_lock(home: Path) -> int:
+    """Lock the data root for this supervisor (the file descriptor, passed on to the guards)."""
+    path = home / "airflow" / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SystemExit(f"SecureTranscribe is already running on the data root {home} (supervisor pid {holder}; "
+                         f"lock {path}). Stop it first (Ctrl-C in its terminal), or use another data root: "
+                         "SECURETRANSCRIBE_HOME=/other/folder make run") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` other than this one (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.getsid(int(entry)) == sid:
+                found.append(int(entry))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def guard(cmd: list[str], parent: int) -> int:
+    """Run ``cmd`` in this session (led by the guard); stop the whole session when asked or orphaned.
+
+    SIGTERM (from the supervisor, or from the kernel when the supervisor died): every process of the
+    session gets SIGTERM, the component has the grace period to stop, then what is left gets SIGKILL.
+    """
+    die_with_parent(signal.SIGTERM, parent)
+    sid = os.getsid(0)
+    me = os.getpid()
+    proc = subprocess.Popen(cmd, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
+    stopping: list[float] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not stopping:
+            stopping.append(time.monotonic())
+            for pid in session_members(sid):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while proc.poll() is None:
+        if stopping and time.monotonic() - stopping[0] > GRACE_S:
+            break
+        time.sleep(0.2)
+    # the component is gone (or past the grace period): nothing of its session may outlive the guard
+    deadline = time.monotonic() + (5.0 if proc.poll() is not None and not stopping else 0.0)
+    while [p for p in session_members(sid) if p != proc.pid] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in session_members(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    code = proc.wait()  # reaped: a zombie would still count as a member
+    while session_members(sid):  # orphans are reaped by init once killed
+        time.sleep(0.1)
+    return code
 
 
 @dataclass
@@ -93,29 +211,40 @@ class Component:
     proc: subprocess.Popen | None = None
     restarts: list[float] = field(default_factory=list)
 
-    def start(self, env: dict[str, str]) -> None:
+    def start(self, env: dict[str, str], lock_fd: int | None = None) -> None:
+        """Start the component under its guard, in a new session; the guard holds the data root's lock."""
         fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--guard", str(os.getpid()), "--", *self.cmd]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                     pass_fds=() if lock_fd is None else (lock_fd,))
         fh.close()
 
     def signal(self, sig: int) -> None:
+        """SIGTERM: to the guard, which stops its session; SIGKILL: the guard's whole process group."""
         if self.proc and self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, sig)
+                if sig == signal.SIGKILL:
+                    os.killpg(self.proc.pid, sig)
+                else:
+                    os.kill(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, port: int, host: str) -> None:
+    def __init__(self, settings: Settings, port: int, host: str, lock_fd: int | None = None) -> None:
         self.settings = settings
         self.port = port
+        self.lock_fd = lock_fd
         self.env = airflow_env(settings, port, host)
         self.home = Path(self.env["AIRFLOW_HOME"])
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         airflow = str(Path(sys.executable).parent / "airflow")
-        self.components = [Component(n, [airflow, n], logs / f"{n}.log") for n in COMPONENTS]
+        cmds = {n: [airflow, n] + (["--skip-serve-logs"] if n in ("scheduler", "triggerer") else [])
+                for n in COMPONENTS}
+        cmds.update(log_server_commands(self.env, host))
+        self.components = [Component(n, cmd, logs / f"{n}.log") for n, cmd in cmds.items()]
         self.stopping = False
 
     def prepare(self) -> None:
@@ -132,7 +261,7 @@ class Supervisor:
 
     def start(self) -> None:
         for c in self.components:
-            c.start(self.env)
+            c.start(self.env, self.lock_fd)
 
     def stop(self) -> int:
         """SIGTERM every process group, then SIGKILL what is left after the grace period."""
@@ -143,7 +272,7 @@ class Supervisor:
         for c in self.components:
             c.signal(signal.SIGTERM)
         pending = [c for c in self.components if c.proc and c.proc.poll() is None]
-        while pending and time.monotonic() - t0 < GRACE_S:
+        while pending and time.monotonic() - t0 < GRACE_S + 10:  # the guards escalate after GRACE_S
             time.sleep(0.2)
             for c in [c for c in pending if c.proc.poll() is not None]:
                 print(f"  {c.name} stopped after {time.monotonic() - t0:.1f} s", flush=True)
@@ -204,10 +333,16 @@ class Supervisor:
                 print(f"{c.name} keeps exiting (see {c.log}); stopping", flush=True)
                 raise SystemExit(self.stop() or 1)
             print(f"{c.name} exited with {c.proc.returncode}; restarting (log: {c.log})", flush=True)
-            c.start(self.env)
+            c.start(self.env, self.lock_fd)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--guard"]:  # a component's guard: --guard <supervisor pid> -- <command …>
+        return guard(argv[3:], int(argv[1]))
+    if argv[:1] == ["--serve-logs"]:  # a log server: --serve-logs <port> --host <address>
+        serve_logs(int(argv[1]), argv[3])
+        return 0
     settings = Settings.from_env()  # SECURETRANSCRIBE_PORT / _HOST give the defaults of --port / --host
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=settings.port,
@@ -217,9 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     settings = settings.replace(port=args.port, host=args.host)  # what the children see in SECURETRANSCRIBE_*
+    settings = split_cpu(settings)
 
     os.umask(0o027)  # inherited by every Airflow process: data files 0640, folders 0750 at most
-    sup = Supervisor(settings, args.port, args.host)
+    lock_fd = take_lock(settings.home)
+    sup = Supervisor(settings, args.port, args.host, lock_fd)
 
     def on_signal(signum: int, _frame: object) -> None:
         print(f"\nreceived {signal.Signals(signum).name}: stopping Airflow …", flush=True)
