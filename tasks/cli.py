@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="describe an input file (JSON)")
     p.add_argument("audio", type=Path)
 
+    x = sub.add_parser("index", help="the full-text index of transcripts (the Transcripts view in Airflow)")
+    x.add_argument("action", choices=["rebuild"], help="rebuild: index every run folder's transcript again")
+
     r = sub.add_parser("report", help="summary of the metrics database (timings, real-time factors, failures)")
     r.add_argument("--since", help="7d, 12h, 30m, or an ISO date/datetime")
     r.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -177,6 +180,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from .metrics import MetricsStore
+    from .transcripts import rebuild
+
+    settings = Settings.from_env()
+    if not settings.metrics_database_url:
+        print("securetranscribe: the metrics database is off (SECURETRANSCRIBE_METRICS_URL=none)", file=sys.stderr)
+        return EXIT_FAILURE
+    store = MetricsStore(settings.metrics_database_url)
+    store.upgrade()
+    count = rebuild(store, settings)
+    store.close()
+    print(f"indexed {count} transcript(s) from {settings.work}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o027)  # everything we create: files 0640, folders 0750 at most
     ensure_offline()
@@ -188,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose == 0:
         warnings.filterwarnings("ignore")
     handlers = {"transcribe": cmd_transcribe, "models": cmd_models, "probe": cmd_probe, "report": cmd_report,
-                "purge": cmd_purge, "settings": cmd_settings}
+                "purge": cmd_purge, "settings": cmd_settings, "index": cmd_index}
     try:
         return handlers[args.command](args)
     except InputError as exc:

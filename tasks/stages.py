@@ -25,7 +25,7 @@ from .files import atomic_write_json, sha256_file
 from .finalize import export_results, finalize_stage
 from .ledger import Ledger
 from .options import options_key, run_conf, run_settings
-from .recording import StageHooks, stage_timings
+from .recording import ProgressLog, StageHooks, chunk_line, stage_timings, step_line
 from .settings import Settings
 from .workspace import RunInfo, Workspace, check_safe, claim, output_stem
 
@@ -165,7 +165,9 @@ def plan_stage(ws: Workspace, settings: Settings | None = None, *, hooks: StageH
 
 def transcribe_stage(ws: Workspace, settings: Settings | None = None, *, hooks: StageHooks | None = None,
                      try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
-    """Transcribe chunk by chunk, resuming from the last checkpointed chunk; OOM shrinks as it goes."""
+    """Transcribe chunk by chunk, resuming from the last checkpointed chunk; OOM shrinks as it goes.
+
+    Progress (chunk i/N, seconds done/total) is logged every few seconds and kept in the run folder."""
     from .checkpoint import ChunkCheckpoint
     from .chunking import ChunkPlan
     from .transcription import transcribe_plan
@@ -175,12 +177,22 @@ def transcribe_stage(ws: Workspace, settings: Settings | None = None, *, hooks: 
     settings = settings_of(ws, settings)
     hooks = _hooks(hooks, settings)
     ws.pid_file("transcribe").write_text(str(os.getpid()))
-    with hooks.stage(ws, "transcribe", try_number, started_at) as rec:
+    with hooks.stage(ws, "transcribe", try_number, started_at) as rec, ProgressLog(ws, "transcribe") as shown:
         plan = ChunkPlan.from_dict(ws.read(ws.plan_file))
         checkpoint = ChunkCheckpoint(ws.chunks_dir)
         resume = checkpoint.resume()
+        done = [len(resume.chunks)]
+        shown.set(chunk_line(done[0], len(plan.spans), resume.chunks[-1].end if resume.chunks else 0.0,
+                             plan.duration))
+
+        def on_chunk(done_s: float, total_s: float, index: int) -> None:
+            done[0] += 1
+            shown.set(chunk_line(done[0], max(len(plan.spans), done[0] + (done_s < total_s)), done_s, total_s))
+            if hooks.progress:
+                hooks.progress(done_s, total_s, index)
+
         run = transcribe_plan(load_audio(ws, settings), plan, settings, resume=resume, on_event=checkpoint.record,
-                              progress=hooks.progress)
+                              progress=on_chunk)
         rec.add_attempts(run.attempts[len(resume.attempts):])  # earlier tries recorded theirs
         rec.update(detail={"chunks": len(run.chunks), "resumed_chunks": run.resumed_chunks})
         for attempt in run.attempts:
@@ -209,7 +221,9 @@ def _transcription_summary(data: dict[str, Any]) -> dict[str, Any]:
 
 def diarize_stage(ws: Workspace, settings: Settings | None = None, *, hooks: StageHooks | None = None,
                   try_number: int = 1, started_at: Any = None) -> dict[str, Any]:
-    """Diarize the whole file (never chunk by chunk); skipped when off or when VAD found no speech."""
+    """Diarize the whole file (never chunk by chunk); skipped when off or when VAD found no speech.
+
+    Progress (the pyannote step and its batches done) is logged every few seconds and kept in the run folder."""
     from .diarization import diarize
 
     if ws.diarization_file.is_file():
@@ -223,8 +237,11 @@ def diarize_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Sta
                     "device": "none", "timings": {}, "params": {}, "skipped": None if speech else "no speech"}
         else:
             ws.pid_file("diarize").write_text(str(os.getpid()))
-            progress = ws.progress_file("diarize")
-            result = diarize(load_audio(ws, settings), settings, on_step=lambda step: progress.write_text(step))
+            with ProgressLog(ws, "diarize") as shown:
+                shown.set("loading the pipeline")
+                result = diarize(load_audio(ws, settings), settings,
+                                 on_step=lambda step, completed=None, total=None:
+                                 shown.set(step_line(step, completed, total)))
             data = {"enabled": True, **asdict(result)}
             rec.add_attempts(result.attempts)
             rec.update(detail={"speakers": len(result.speakers), "steps": result.timings})
@@ -321,7 +338,21 @@ def metrics_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Sta
             row["audio_duration"] = ws.read(ws.info_file)["duration"]
         row["outputs"] = [f for r in export_results(ws).values() if r.get("ok") for f in r.get("files", [])]
         hooks.file(ws, "skipped" if info.duplicate_of else "running", **row)
+        if hooks.store is not None and ws.transcript_file.is_file():
+            _index(hooks.store, ws, info, settings_of(ws, settings))
     return {k: v for k, v in row.items() if k != "outputs"}
+
+
+def _index(store: Any, ws: Workspace, info: RunInfo, settings: Settings) -> None:
+    """Make the final transcript searchable in the Transcripts view (never fails the run)."""
+    try:
+        from .transcripts import index_transcript
+        from .transcripts.speakers import effective_names
+
+        index_transcript(store, ws.run_id, ws.transcript_file, file_name=info.name, stem=info.stem,
+                         sha256=info.sha256, speaker_names=effective_names(ws, settings))
+    except Exception:
+        log.warning("transcript of %s not indexed for search", ws.run_id, exc_info=True)
 
 
 # -- the list ---------------------------------------------------------------------------------------

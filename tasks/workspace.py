@@ -54,7 +54,8 @@ class Workspace:
 
     input/ (the claimed original), claim.json, run.json, info.json + audio.npy (probe), plan.json, chunks/
     (transcription checkpoints), transcription.json, diarization.json, transcript.json (merge), exports/,
-    timings/, failures/, final.json (finalize), ``<stage>.pid`` and ``<stage>.progress`` markers.
+    timings/, failures/, final.json (finalize), speakers.json (names given later), ``<stage>.pid`` and
+    ``<stage>.progress`` markers.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -84,6 +85,8 @@ class Workspace:
     timings_dir = property(lambda self: self.root / "timings")
     final_file = property(lambda self: self.root / "final.json")
     """The run's outcome (finalize): archived, duplicate, partial, quarantined, not_claimed."""
+    speakers_file = property(lambda self: self.root / "speakers.json")
+    """Speaker names set after the run (the Transcripts view) and who changed what when."""
 
     @property
     def run_id(self) -> str:

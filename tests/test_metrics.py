@@ -46,7 +46,7 @@ def test_migrations_create_schema_on_empty_database(url):
     store = MetricsStore(url)
     assert store.current_revision() is None
     store.upgrade()
-    assert store.current_revision() == store.head_revision() == "0001"
+    assert store.current_revision() == store.head_revision() == "0002"
     names = set(inspect(store.engine).get_table_names())
     assert {"transcription_files", "transcription_stage_attempts", VERSION_TABLE} <= names
     store.upgrade()  # at head: a no-op
@@ -191,7 +191,7 @@ def test_concurrent_upgrades_from_several_processes(url):
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     store = MetricsStore(url)
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
     store.close()
 
 
@@ -205,7 +205,7 @@ def test_postgres_database_shared_with_another_alembic_user(pg_server):
     store.upgrade()
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "airflow_rev"
-    assert store.current_revision() == "0001"
+    assert store.current_revision() == "0002"
     store.close()
 
 

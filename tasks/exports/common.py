@@ -71,13 +71,19 @@ def all_speakers(transcript: Transcript) -> list[str]:
     return order
 
 
-def speaker_colours(transcript: Transcript) -> dict[str, str]:
-    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(all_speakers(transcript))}
+def speaker_colours(transcript: Transcript, options: ExportOptions | None = None) -> dict[str, str]:
+    """One colour per speaker; labels with the same display name (merged) share the first one's."""
+    first: dict[str, str] = {}
+    out = {}
+    for i, label in enumerate(all_speakers(transcript)):
+        name = options.speaker(label) if options else label
+        out[label] = first.setdefault(name, PALETTE[i % len(PALETTE)])
+    return out
 
 
 def paragraphs(transcript: Transcript, options: ExportOptions) -> list[Paragraph]:
     """Consecutive segments of one speaker joined, cut after long pauses or every minute or so."""
-    colours = speaker_colours(transcript)
+    colours = speaker_colours(transcript, options)
     out: list[Paragraph] = []
     for seg in transcript.segments:
         label = seg.speaker or DEFAULT_SPEAKER
@@ -85,7 +91,7 @@ def paragraphs(transcript: Transcript, options: ExportOptions) -> list[Paragraph
         if not text:
             continue
         last = out[-1] if out else None
-        if (last and last.label == label and seg.start - last.end < PARAGRAPH_GAP_S
+        if (last and last.name == options.speaker(label) and seg.start - last.end < PARAGRAPH_GAP_S
                 and seg.start - last.start < PARAGRAPH_MAX_S):
             last.text = f"{last.text} {text}"
             last.end = max(last.end, seg.end)
@@ -109,12 +115,15 @@ def document(transcript: Transcript, options: ExportOptions) -> Document:
     """Everything a PDF/DOCX/Markdown transcript shows."""
     talk = transcript.speaker_durations()
     total = sum(talk.values())
-    colours = speaker_colours(transcript)
-    speakers = [
-        SpeakerInfo(label, options.speaker(label), colours[label], talk.get(label, 0.0),
-                    talk.get(label, 0.0) / total if total > 0 else 0.0)
-        for label in all_speakers(transcript)
-    ]
+    colours = speaker_colours(transcript, options)
+    speakers: dict[str, SpeakerInfo] = {}  # by display name: labels given one name are one person
+    for label in all_speakers(transcript):
+        name, seconds = options.speaker(label), talk.get(label, 0.0)
+        if name in speakers:
+            speakers[name].seconds += seconds
+            speakers[name].share = speakers[name].seconds / total if total > 0 else 0.0
+        else:
+            speakers[name] = SpeakerInfo(label, name, colours[label], seconds, seconds / total if total > 0 else 0.0)
     model = transcript.model or "unknown"
     if transcript.device:
         model += f" on {transcript.device}"
@@ -125,7 +134,7 @@ def document(transcript: Transcript, options: ExportOptions) -> Document:
         duration=f"{clock(transcript.duration)} ({span(transcript.duration)})",
         language=language_name(transcript.language),
         model=model,
-        speakers=speakers,
+        speakers=list(speakers.values()),
         paragraphs=paragraphs(transcript, options),
     )
 

@@ -105,3 +105,20 @@ class StageAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TranscriptText(Base):
+    """The searchable text of one run's final transcript (the Transcripts view; full-text index beside it:
+    an FTS5 table on SQLite, a GIN expression index on PostgreSQL, see migration 0002)."""
+
+    __tablename__ = "transcription_texts"
+
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    file_name: Mapped[str | None] = mapped_column(String(1000))
+    stem: Mapped[str | None] = mapped_column(String(1000))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    duration: Mapped[float | None] = mapped_column(Float, doc="seconds of audio")
+    language: Mapped[str | None] = mapped_column(String(16))
+    speakers: Mapped[list[str] | None] = mapped_column(JSON, doc="display names, in order of first speech")
+    text: Mapped[str] = mapped_column(Text, default="")

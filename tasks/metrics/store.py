@@ -7,6 +7,7 @@ so a retried or re-run task updates its own rows and never duplicates them.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,7 +21,7 @@ from sqlalchemy import Engine, Table, and_, create_engine, delete, event, func, 
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
-from .models import FILE_STATUSES, STAGE_STATUSES, VERSION_TABLE, FileRun, StageAttempt, utcnow
+from .models import FILE_STATUSES, STAGE_STATUSES, VERSION_TABLE, FileRun, StageAttempt, TranscriptText, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +284,16 @@ class MetricsStore:
         return result.rowcount or 0
 
     def purge(self, sha256: str) -> int:
-        """Delete every file row with this sha256 and their stage rows; returns the number of files."""
+        """Delete every file row with this sha256, their stage rows and transcript texts; returns the number of
+        files."""
         with self.engine.begin() as conn:
             runs = select(FileRun.run_id).where(FileRun.sha256 == sha256)
+            texts = [r for (r,) in conn.execute(select(TranscriptText.run_id).where(or_(
+                TranscriptText.sha256 == sha256, TranscriptText.run_id.in_(runs))))]
+            if texts and conn.dialect.name == "sqlite":  # the full-text entries (see tasks/transcripts/index.py)
+                conn.execute(text("DELETE FROM transcription_texts_fts WHERE run_id IN (SELECT value FROM "
+                                  "json_each(:ids))"), {"ids": json.dumps(texts)})
+            conn.execute(delete(TranscriptText).where(TranscriptText.run_id.in_(texts)))
             conn.execute(delete(StageAttempt).where(StageAttempt.run_id.in_(runs)))
             return conn.execute(delete(FileRun).where(FileRun.sha256 == sha256)).rowcount
 
