@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -21,6 +22,8 @@ from .workspace import Workspace
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float, int], None]
+PROGRESS_EVERY_S = 5.0
+"""How often a long stage logs where it is (the task log in Airflow, stderr for the CLI's logging)."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -109,3 +112,62 @@ def stage_timings(ws: Workspace) -> dict[str, float]:
         return {}
     files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
     return {p.stem: ws.read(p)["seconds"] for p in files}
+
+
+class ProgressLog:
+    """Where a long stage is, in one line: in ``ws.progress_file(stage)`` (what a UI shows) and in the log
+    every ``every_s`` seconds while the stage runs (``with ProgressLog(ws, "diarize") as p: p.set("…")``).
+
+    Only counts, names of steps and times: never transcript text.
+    """
+
+    def __init__(self, ws: Workspace, stage: str, every_s: float | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        self.ws, self.stage = ws, stage
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.log = logger or log
+        self.line = ""
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def set(self, line: str) -> None:
+        """The stage's progress now (written at once; logged at the next tick)."""
+        self.line = " ".join(line.split())
+        try:
+            self.ws.progress_file(self.stage).write_text(self.line + "\n", encoding="utf-8")
+        except OSError:  # progress must never fail the stage
+            pass
+
+    def emit(self) -> None:
+        self.log.info("%s: %s (%.0f s elapsed)", self.stage, self.line or "starting", time.monotonic() - self._t0)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.emit()
+
+    def __enter__(self) -> ProgressLog:
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._tick, name=f"{self.stage}-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.emit()
+
+
+def chunk_line(done_chunks: int, total_chunks: int, done_s: float, total_s: float) -> str:
+    """``chunk 3/7 · 480/1680 s`` (the chunk being transcribed), or ``7/7 chunks · 1680/1680 s`` at the end."""
+    where = (f"{total_chunks}/{total_chunks} chunks" if done_chunks >= total_chunks
+             else f"chunk {done_chunks + 1}/{total_chunks}")
+    return f"{where} · {done_s:,.0f}/{total_s:,.0f} s"
+
+
+def step_line(step: str, completed: int | None = None, total: int | None = None) -> str:
+    """``embeddings 12/30 (40 %)`` or just the step's name when it has no count."""
+    if completed is None or not total:
+        return step
+    return f"{step} {min(completed, total)}/{total} ({100 * min(completed, total) / total:.0f} %)"

@@ -219,8 +219,8 @@ class _StepTimer:
 
     def __call__(self, step_name: str, step_artefact: Any = None, file: Any = None, **kwargs: Any) -> None:
         self.last[step_name] = time.perf_counter()
-        if self.on_step is not None:
-            self.on_step(self._NAMES.get(step_name, step_name))
+        if self.on_step is not None:  # batched steps (segmentation, embeddings) also say how far they are
+            self.on_step(self._NAMES.get(step_name, step_name), kwargs.get("completed"), kwargs.get("total"))
 
     def timings(self) -> dict[str, float]:
         out, previous = {}, self.t0
