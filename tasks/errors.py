@@ -83,6 +83,8 @@ def _is_cuda_oom_itself(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (RuntimeError, MemoryError)):
         text = str(exc).lower()
+        if "alloc_failed" in text and ("cublas" in text or "cudnn" in text):  # e.g. CUBLAS_STATUS_ALLOC_FAILED
+            return True
         return "out of memory" in text and ("cuda" in text or "cublas" in text or "cudnn" in text)
     return False
 
