@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import time
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -105,3 +106,10 @@ def run_id_for(candidate: Candidate, sha256: str) -> str:
     """
     drop = hashlib.sha256(f"{candidate.name}|{candidate.size}|{candidate.mtime_ns}".encode()).hexdigest()[:6]
     return f"file__{safe_token(Path(candidate.name).stem)}__{sha256[:10]}_{drop}"
+
+
+def manual_run_id(path: str, now: float | None = None) -> str:
+    """Run id of a run started by hand (trigger form, REST without a run id) for ``path``, named after the
+    file like inbox runs: ``file__<name>__manual_<UTC time>_<random>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"file__{safe_token(Path(path).stem)}__manual_{stamp}_{secrets.token_hex(3)}"

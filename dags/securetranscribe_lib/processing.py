@@ -4,6 +4,12 @@ One task per stage of :data:`tasks.stages.STAGES` (the list the CLI runs too); e
 that calls its stage with this run's work folder. Heavy data moves between tasks as files in that folder;
 the claim task's record (``RunInfo``: work folder, file, outputs, options) flows to every task that needs
 it. The Params are derived from the option declarations in ``tasks/settings.py``.
+
+What a run tells others (``tasks/outcome.py``): finalize pushes the run's note (XCom ``note``: the file and
+the outcome, or the quarantine reason, in one line; the ``securetranscribe_runs`` plugin puts it on the
+Airflow run), and an archived file emits an event of the asset ``securetranscribe/transcripts`` (through
+the alias below: other outcomes emit nothing) whose extras name the run, file, outputs, language,
+duration and speakers — schedule your own DAGs on it (``docs/examples/``).
 """
 
 from __future__ import annotations
@@ -11,14 +17,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+from airflow.sdk import Asset, AssetAlias, ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from tasks.options import param_specs
+from tasks.outcome import TRANSCRIPTS_ASSET
 from tasks.stages import STAGES
 
 GPU_POOL = "gpu"
 GPU_QUEUE = "gpu"
+TRANSCRIPTS = Asset(TRANSCRIPTS_ASSET)
+"""One event per archived file; extras: see ``tasks.outcome.transcript_event``."""
+TRANSCRIPTS_ALIAS = AssetAlias("securetranscribe-transcripts")
+"""finalize's outlet: an event for TRANSCRIPTS only when finalize adds one (archived files)."""
 DOCS = {s.name: s.doc for s in STAGES}
 """Each task's documentation in the UI: its stage function's docstring."""
 
@@ -161,14 +172,22 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             return metrics_stage(Workspace.for_run(Settings.from_env().work, context["run_id"]),
                                  **_attempt(context))
 
-        @task(trigger_rule="all_done", retries=3, doc_md=DOCS["finalize"] + "\n\nA quarantined file fails this "
-              "run visibly, with the reason.")
+        @task(trigger_rule="all_done", retries=3, outlets=[TRANSCRIPTS_ALIAS], doc_md=DOCS["finalize"] + "\n\nA "
+              "quarantined file fails this run visibly, with the reason (also the run's note). An archived file "
+              f"emits an event of the asset `{TRANSCRIPTS_ASSET}` with its run id, file, outputs, language, "
+              "duration and speakers.")
         def finalize(**context: Any) -> dict[str, Any]:
+            from tasks.outcome import run_note, transcript_event
             from tasks.settings import Settings
             from tasks.stages import finalize_stage
             from tasks.workspace import Workspace
 
-            outcome = finalize_stage(Workspace.for_run(Settings.from_env().work, context["run_id"]))
+            ws = Workspace.for_run(Settings.from_env().work, context["run_id"])
+            outcome = finalize_stage(ws)
+            context["ti"].xcom_push(key="note", value=run_note(ws, outcome))  # kept even when this task fails
+            extra = transcript_event(ws, outcome)
+            if extra is not None:
+                context["outlet_events"][TRANSCRIPTS_ALIAS].add(TRANSCRIPTS, extra=extra)
             if outcome["outcome"] == "quarantined":
                 r = outcome["reason"]
                 raise AirflowFailException(
