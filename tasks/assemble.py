@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import sha256_file
-from .merge import merge, speaker_order
+from .merge import SegmentRules, merge, speaker_order
 from .options import options_key, output_options
-from .result import Transcript, Turn
+from .result import Segment, Transcript, Turn
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -30,14 +31,22 @@ def source_record(path: Path, info: AudioInfo, sha256: str | None = None) -> dic
     }
 
 
-def relabel_speakers(turns: list[Turn]) -> dict[str, str]:
-    """Map diarization labels to SPEAKER_00, SPEAKER_01 … in order of first speech in the file."""
-    order = [t.speaker for t in sorted(turns, key=lambda t: (t.start, t.speaker))]
+def relabel_speakers(turns: Sequence[Turn], segments: Sequence[Segment] = ()) -> dict[str, str]:
+    """Map diarization labels to SPEAKER_00, SPEAKER_01 … in order of each speaker's first transcribed word
+    (of ``segments``), then of first speech for speakers the transcript does not have."""
+    spoken = [(w.start, w.speaker) for s in segments for w in s.words] or [(s.start, s.speaker) for s in segments]
+    order = [label for _, label in sorted(spoken, key=lambda x: x[0]) if label is not None]
+    order += [t.speaker for t in sorted(turns, key=lambda t: (t.start, t.speaker))]
     mapping: dict[str, str] = {}
     for label in order:
         if label not in mapping:
             mapping[label] = f"SPEAKER_{len(mapping):02d}"
     return mapping
+
+
+def segment_rules(settings: Settings) -> SegmentRules:
+    """How the merge cuts words into segments, from the run's settings."""
+    return SegmentRules(max_gap_s=settings.segment_max_gap_s, max_s=settings.segment_max_s)
 
 
 def build_transcript(
@@ -50,12 +59,16 @@ def build_transcript(
     timings: dict[str, float],
 ) -> Transcript:
     """Merge transcription and diarization into the canonical Transcript."""
-    turns, exclusive = [], []
+    turns: list[Turn] = list(diarization.turns) if diarization is not None else []
+    exclusive: list[Turn] = list(diarization.exclusive) if diarization is not None else []
+    segments = merge(run.segments, exclusive or turns, turns, segment_rules(settings))
     if diarization is not None:
-        mapping = relabel_speakers(diarization.turns)
-        turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in diarization.turns]
-        exclusive = [Turn(t.start, t.end, mapping[t.speaker]) for t in diarization.exclusive]
-    segments = merge(run.segments, exclusive or turns)
+        mapping = relabel_speakers(turns, segments)
+        turns = [Turn(t.start, t.end, mapping[t.speaker]) for t in turns]
+        for seg in segments:
+            seg.speaker = mapping.get(seg.speaker, seg.speaker) if seg.speaker else seg.speaker
+            for w in seg.words:
+                w.speaker = mapping.get(w.speaker, w.speaker) if w.speaker else w.speaker
     first = run.chunks[0] if run.chunks else None
     state = run.state
     return Transcript(

@@ -122,6 +122,12 @@ class Settings:
     min_speakers: int | None = knob(None, run=True, output=True, minimum=1, help="At least this many speakers.")
     max_speakers: int | None = knob(None, run=True, output=True, minimum=1, help="At most this many speakers.")
 
+    # -- segments -------------------------------------------------------------------------------
+    segment_max_gap_s: float = knob(1.0, output=True, help="A pause longer than this between two words ends a "
+                                    "segment (and a sentence, for speaker changes).")
+    segment_max_s: float = knob(30.0, output=True, help="Longest segment; a longer one is cut at the last "
+                                "sentence end that fits.")
+
     # -- archive backfill (DAG securetranscribe_archive) ------------------------------------------
     backfill_root: Path | None = knob(None, help="The archive to work through, one partition per data interval "
                                       "(files are read, never moved); unset: the archive DAG has nothing to do.")
@@ -202,6 +208,8 @@ class Settings:
             raise ValueError("chunk lengths must satisfy 0 < CHUNK_MIN_S <= CHUNK_TARGET_S <= CHUNK_MAX_S")
         if self.oom_min_chunk_s <= 0 or self.oom_min_batch_size < 1:
             raise ValueError("OOM floors must be positive")
+        if not 0 < self.segment_max_gap_s < self.segment_max_s:
+            raise ValueError("segment limits must satisfy 0 < SEGMENT_MAX_GAP_S < SEGMENT_MAX_S")
         if not isinstance(self.speaker_names, Mapping):
             raise ValueError(f"{env_name('speaker_names')}: expected a mapping of labels to names")
         self._check_backfill()
