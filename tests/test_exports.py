@@ -111,17 +111,32 @@ def words_of(t: Transcript) -> list[str]:
     return [w.text.strip() for w in t.words if w.text.strip()]
 
 
-def speaker_at(t: Transcript, time: float, first_word: str) -> str:
-    """The speaker of the cue's first word, which starts at ``time`` (give or take the 1 ms a cue may be
-    moved so that cues never overlap); when several words start there, the one the cue begins with."""
-    gap = min(abs(w.start - time) for w in t.words)
-    near = [w for w in t.words if abs(w.start - time) <= gap + 0.002]
-    best = next((w for w in near if w.text.strip() == first_word), near[0])
-    return best.speaker or "SPEAKER_00"
+def first_words(t: Transcript, texts: list[str]) -> list[Word]:
+    """The transcript word each cue text starts with, following the cues through the words in order."""
+    words = [w for w in t.words if w.text.strip()]
+    out, k = [], 0
+    for text in texts:
+        out.append(words[k])
+        left = len("".join(text.split()))
+        while left > 0:
+            left -= len("".join(words[k].text.split()))
+            k += 1
+    assert k == len(words), "the cues say every word once"
+    return out
+
+
+def check_timing(cues: list[tuple[float, float, list[str]]], firsts: list[Word]) -> None:
+    """Each cue starts on its first word, or earlier (by at most ``min_duration``, from the previous cue's end)
+    when a short cue is stretched back."""
+    for i, ((start, end, _lines), word) in enumerate(zip(cues, firsts)):
+        assert word.start - LIMITS.min_duration - 2e-3 <= start <= max(word.start, 0) + 2e-3, (i, start, word)
+        if start < word.start - 2e-3:
+            assert end - start <= LIMITS.min_duration + 2e-3, (i, start, end, "stretched back further than needed")
 
 
 def check_cues(cues: list[tuple[float, float, list[str]]], duration: float, limits: SubtitleOptions = LIMITS) -> None:
-    """Line, duration, order and overlap rules every subtitle file must keep."""
+    """Line, duration, order and overlap rules every subtitle file must keep; a cue is shorter than
+    ``min_duration`` only where its neighbours (or the ends of the audio) leave no room."""
     for i, (start, end, lines) in enumerate(cues):
         assert start >= 0 and end > start, (i, start, end)
         assert 1 <= len(lines) <= limits.max_lines, lines
@@ -131,8 +146,9 @@ def check_cues(cues: list[tuple[float, float, list[str]]], duration: float, limi
         nxt = cues[i + 1][0] if i + 1 < len(cues) else None
         if nxt is not None:
             assert start < nxt and end <= nxt + 1e-6, f"cue {i} overlaps the next: {end} > {nxt}"
-        if end - start < limits.min_duration - 1e-6:  # only where the next cue (or the audio end) leaves no room
+        if end - start < limits.min_duration - 1e-6:
             assert (nxt is not None and abs(nxt - end) < 2e-3) or end >= duration - 1e-3, (i, start, end, nxt)
+            assert abs(start - (cues[i - 1][1] if i else 0.0)) < 2e-3, (i, start, end, "room before it")
 
 
 def split_prefix(line: str) -> tuple[str, str]:
@@ -344,13 +360,13 @@ def test_srt_parses_and_keeps_words_speakers_times(case, tmp_path):
     cues = [(s.start.total_seconds(), s.end.total_seconds(), s.content.split("\n")) for s in subs]
     check_cues(cues, t.duration)
     said = []
-    for start, _end, lines in cues:
-        name, first = split_prefix(lines[0])
-        assert name == options.speaker(speaker_at(t, start, (first or lines[-1]).split()[0]))
-        said += [first, *lines[1:]]
-        assert any(abs(w.start - start) < 0.01 for w in t.words), f"cue at {start} does not start on a word"
+    for _start, _end, lines in cues:
+        _name, first = split_prefix(lines[0])
+        said.append(" ".join([first, *lines[1:]]))
+    firsts = first_words(t, said)
+    assert [split_prefix(c[2][0])[0] for c in cues] == [options.speaker(w.speaker) for w in firsts]
+    check_timing(cues, firsts)
     assert norm(" ".join(said)).split() == words_of(t)
-    assert cues[0][0] == pytest.approx(t.words[0].start, abs=1e-3)
 
 
 def test_vtt_parses_with_voice_tags(case, tmp_path):
@@ -362,15 +378,15 @@ def test_vtt_parses_with_voice_tags(case, tmp_path):
     captions = webvtt.read(str(path)).captions
     assert captions
     cues = []
-    said = []
     for c in captions:
         lines = [html.unescape(line) for line in c.text.split("\n")]
         cues.append((c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, lines))
-        name, first = split_prefix(lines[0])
-        speaker = speaker_at(t, cues[-1][0], (first or lines[-1]).split()[0])
-        assert html.unescape(c.voice) == name == options.speaker(speaker)
-        said += [first, *lines[1:]]
+        assert not re.match(r"^\[[^\]]+\]", lines[0]), f"the voice tag names the speaker, the text does not: {lines}"
     check_cues(cues, t.duration)
+    said = [" ".join(lines) for _s, _e, lines in cues]
+    firsts = first_words(t, said)
+    assert [html.unescape(c.voice) for c in captions] == [options.speaker(w.speaker) for w in firsts]
+    check_timing(cues, firsts)
     assert norm(" ".join(said)).split() == words_of(t)
 
 

@@ -2,8 +2,9 @@
 
 Cues are built from word timestamps: a cue ends at a speaker change, a long pause, a sentence end (once it
 has lasted ``min_duration``), or before the next word would break the ``max_chars`` × ``max_lines`` layout or
-``max_duration``. Times are then made strictly non-overlapping and ordered, at least 0, and stretched to
-``min_duration`` where the next cue leaves room.
+``max_duration``; a group shorter than ``min_duration`` joins its neighbour when the limits allow. Times are then
+made strictly non-overlapping and ordered, at least 0, and stretched to ``min_duration`` where the next cue
+leaves room (else started earlier, where the previous one leaves room).
 """
 
 from __future__ import annotations
@@ -104,6 +105,30 @@ def _groups(words: list[Word], head: str, limits: SubtitleOptions) -> list[list[
         cur.append(word)
     if cur:
         groups.append(cur)
+    return _merge_short(groups, head, limits)
+
+
+def _merge_short(groups: list[list[Word]], head: str, limits: SubtitleOptions) -> list[list[Word]]:
+    """Join a group shorter than ``min_duration`` to the previous (else the next) one where the pause between
+    them and the joined group stay within the limits."""
+    def fits(words: list[Word]) -> bool:
+        pauses = (b[0] - a[1] for a, b in zip(words, words[1:]))
+        return (max(w[1] for w in words) - words[0][0] <= limits.max_duration
+                and all(p <= limits.max_gap for p in pauses)
+                and layout([head] + [w[2] for w in words], limits.max_chars, limits.max_lines) is not None)
+
+    i = 0
+    while i < len(groups):
+        group = groups[i]
+        if max(w[1] for w in group) - group[0][0] < limits.min_duration:
+            joined = next((j for j in (i - 1, i + 1) if 0 <= j < len(groups)
+                           and fits(groups[min(i, j)] + groups[max(i, j)])), None)
+            if joined is not None:
+                a = min(i, joined)
+                groups[a:a + 2] = [groups[a] + groups[a + 1]]
+                i = a
+                continue
+        i += 1
     return groups
 
 
@@ -142,6 +167,8 @@ def _timed(raw: list[tuple[float, float, str, list[str]]], duration: float, limi
         if i + 1 < len(raw):
             e = min(e, max(0, round(raw[i + 1][0] * 1000)))
         e = min(max(e, s + 1), s + max_ms)
+        if e - s < min_ms:  # no room after it: show it earlier, from the end of the previous cue at most
+            s = max(prev_end, min(s, e - min_ms))
         lines = layout(tokens, limits.max_chars, limits.max_lines) or [_join(tokens)]
         cues.append(Cue(s, e, speaker, lines))
         prev_end = e
@@ -167,11 +194,11 @@ class SrtWriter(Writer):
 
 class VttWriter(Writer):
     key = "vtt"
-    description = "WebVTT subtitles with <v> voice tags and speaker labels"
+    description = "WebVTT subtitles, the speaker in each cue's <v> voice tag"
 
     def render(self, transcript: Transcript, options: ExportOptions) -> dict[str, bytes]:
         out = ["WEBVTT", ""]
-        cues = build_cues(transcript, options)
+        cues = build_cues(transcript, options, prefix="")  # the voice tag names the speaker
         if not cues:
             out += ["NOTE", "No speech detected.", ""]
         for i, c in enumerate(cues, 1):

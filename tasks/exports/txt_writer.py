@@ -1,24 +1,17 @@
-"""TXT: readable paragraphs, ``[hh:mm:ss] Speaker: text``, one per speaker turn."""
+"""TXT: readable paragraphs, ``[hh:mm:ss] Speaker: text``, one per speaker turn (cut at long pauses)."""
 
 from __future__ import annotations
 
 from ..result import Transcript
 from .base import ExportOptions, Writer
+from .common import paragraphs as document_paragraphs
 from .timefmt import clock
 
 
 def paragraphs(transcript: Transcript, options: ExportOptions | None = None) -> list[tuple[float, str | None, str]]:
-    """Consecutive segments of one speaker joined: (start, speaker, text). Labels with the same display name
-    are one person (merged)."""
-    options = options or ExportOptions()
-    out: list[tuple[float, str | None, str]] = []
-    for seg in transcript.segments:
-        if out and options.speaker(out[-1][1]) == options.speaker(seg.speaker):
-            start, speaker, text = out[-1]
-            out[-1] = (start, speaker, f"{text} {seg.text}".strip())
-        else:
-            out.append((seg.start, seg.speaker, seg.text))
-    return out
+    """(start, speaker, text): the documents' paragraphs (consecutive segments of one speaker, a new one after a
+    long pause or every minute or so). Labels with the same display name are one person (merged)."""
+    return [(p.start, p.label, p.text) for p in document_paragraphs(transcript, options or ExportOptions())]
 
 
 class TxtWriter(Writer):
