@@ -3,7 +3,8 @@
 The FastAPI app of :mod:`tasks.metrics.web` is mounted under the api-server at ``/securetranscribe-metrics``
 and shown inside the UI (left navigation) through an external view with a ``url_route`` (an iframe at
 ``/plugin/transcription-metrics``). Every route except the icon requires an Airflow login: the UI's
-``_token`` cookie or an ``Authorization: Bearer`` token, checked by the configured auth manager.
+``_token`` cookie or an ``Authorization: Bearer`` token, checked by the configured auth manager
+(``securetranscribe_airflow.auth``, shared with the Transcripts view).
 The page reads the metrics database of the settings (``SECURETRANSCRIBE_METRICS_URL`` /
 ``SECURETRANSCRIBE_HOME``) and serves the outbox's exports read-only.
 """
@@ -13,26 +14,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
+from securetranscribe_airflow.auth import require_airflow_user
 
 URL_PREFIX = "/securetranscribe-metrics"
 ICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#4a90d9"
 stroke-width="2" stroke-linecap="round"><path d="M4 20V10M10 20V4M16 20v-7M22 20H2"/></svg>"""
-
-
-async def require_airflow_user(request: Request) -> None:
-    """Authenticated Airflow user, as for the core API (bearer token, else the UI's session cookie)."""
-    if request.url.path.endswith("/icon.svg"):
-        return
-    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
-    from airflow.api_fastapi.core_api.security import resolve_user_from_token
-
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
-    if not token:
-        raise HTTPException(status_code=401, detail="Not authenticated: log in to Airflow first")
-    await resolve_user_from_token(token)
 
 
 def build_app() -> FastAPI:

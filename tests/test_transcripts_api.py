@@ -350,3 +350,28 @@ def test_postgres_full_text_search(tmp_path):
         assert index.search("pump")[1] == 0
         store.close()
 
+
+
+def test_plugin_registers_the_view_first_in_the_navigation(monkeypatch):
+    """The plugin file imports (Airflow present), declares the app and the nav view, and sorts before the
+    metrics page (Airflow's UI shows plugin views in the order of GET /api/v2/plugins: by plugin name)."""
+    import importlib.util
+
+    monkeypatch.setenv("AIRFLOW_HOME", os.environ.get("AIRFLOW_HOME", str(Path.home() / "airflow")))
+    plugins = Path(__file__).resolve().parent.parent / "plugins"
+    loaded = {}
+    for name in ("securetranscribe_transcripts", "transcription_metrics"):
+        spec = importlib.util.spec_from_file_location(f"{name}_under_test", plugins / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        loaded[name] = module
+    plugin = loaded["securetranscribe_transcripts"].TranscriptsPlugin
+    assert plugin.name < loaded["transcription_metrics"].TranscriptionMetricsPlugin.name
+    assert plugin.fastapi_apps[0]["url_prefix"] == "/securetranscribe-transcripts"
+    view = plugin.external_views[0]
+    assert view["name"] == "Transcripts" and view["url_route"] == "transcripts" and not view["href"].startswith("/")
+    c = TestClient(plugin.fastapi_apps[0]["app"])
+    for path in ("/", "/api/transcripts", "/api/transcripts/x/audio", "/transcripts/x"):
+        assert c.get(path).status_code == 401, path
+    assert c.put("/api/transcripts/x/speakers", json={"SPEAKER_00": "D"}).status_code == 401
+    assert c.get("/icon.svg").status_code == 200

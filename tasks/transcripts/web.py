@@ -65,6 +65,8 @@ class AirflowLink:
     """A rename DAG run id -> its state (queued, running, success, failed)."""
     run_dags: Callable[[list[str]], dict[str, str]]
     """Processing run ids -> the DAG id each belongs to (for links to the run's grid)."""
+    may_trigger: Callable[[Request], bool] = lambda request: True
+    """Whether the logged-in user may start the re-export (else 403, nothing saved)."""
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -491,6 +493,8 @@ def create_app(
         if not ws.transcript_file.is_file():
             raise HTTPException(status_code=404, detail="no transcript for this run")
         user = user_of(request)
+        if airflow is not None and not airflow.may_trigger(request):
+            raise HTTPException(status_code=403, detail="you may not start runs of the rename DAG")
         try:
             edit = save_names(ws, changes, user, ctx.settings)
         except RenameError as exc:
