@@ -15,6 +15,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 VERSION_TABLE = "transcription_metrics_version"
+SEARCH_INDEXES = frozenset({"ix_transcription_texts_tsv", "transcription_texts_fts"})
+"""Full-text search objects made by migration 0002 for one dialect only (PostgreSQL GIN index, SQLite FTS5
+table and its shadow tables): not in the models, ignored when comparing the schema with them."""
 FILE_STATUSES = ("running", "success", "failed", "skipped", "quarantined")
 STAGE_STATUSES = ("running", "success", "failed")
 
