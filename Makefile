@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := ffmpeg sox espeak-ng libharfbuzz-subset0 fonts-dejavu-core fonts-noto-core fonts-noto-cjk \
 	poppler-utils chromium postgresql redis-server
 
-.PHONY: setup install models system-deps run demo transcribe-sample test test-fast lint bench clean help \
+.PHONY: setup install models system-deps run demo transcribe-sample test test-fast lint bench gpu-check clean help \
 	env compose-cli compose-config test-scale-out
 
 help:
@@ -15,6 +15,7 @@ help:
 	@echo "make test      the full test suite (real models, real audio)"
 	@echo "make lint      ruff"
 	@echo "make bench     speed benchmark on the 20-minute corpus file"
+	@echo "make gpu-check the 20-minute file on CUDA end to end, < 8 min (no GPU: a CPU smoke run)"
 	@echo "make env       .env with fresh secrets for docker-compose.airflow.yml (README: Scale out)"
 
 setup: install models  ## venv + install + model files
@@ -60,6 +61,9 @@ lint:
 
 bench:
 	$(BIN)/python benchmarks/speed.py
+
+gpu-check:  ## artifacts/gpu_check.json + .md; without an NVIDIA GPU: says so, CPU smoke run, exit 0
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf .pytest_cache artifacts
