@@ -148,16 +148,18 @@ def take_lock(home: Path) -> int:
 
 
 def session_members(sid: int) -> list[int]:
-    """Processes of session ``sid`` other than this one (from /proc)."""
+    """Live processes of session ``sid`` other than this one (from /proc; zombies are already gone)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            if os.getsid(int(entry)) == sid:
-                found.append(int(entry))
-        except (ProcessLookupError, PermissionError):
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()  # state ppid pgrp session …
+        except OSError:
             continue
+        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            found.append(int(entry))
     return found
 
 
@@ -167,23 +169,28 @@ def guard(cmd: list[str], parent: int) -> int:
     SIGTERM (from the supervisor, or from the kernel when the supervisor died): every process of the
     session gets SIGTERM, the component has the grace period to stop, then what is left gets SIGKILL.
     """
-    die_with_parent(signal.SIGTERM, parent)
     sid = os.getsid(0)
     me = os.getpid()
-    proc = subprocess.Popen(cmd, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
     stopping: list[float] = []
+
+    def terminate_session() -> None:
+        for pid in session_members(sid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def on_signal(signum: int, _frame: object) -> None:
         if not stopping:
             stopping.append(time.monotonic())
-            for pid in session_members(sid):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            terminate_session()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    die_with_parent(signal.SIGTERM, parent)
+    proc = subprocess.Popen(cmd, preexec_fn=lambda: die_with_parent(signal.SIGTERM, me))
+    if stopping:  # asked to stop while the component was starting
+        terminate_session()
     while proc.poll() is None:
         if stopping and time.monotonic() - stopping[0] > GRACE_S:
             break
@@ -197,8 +204,9 @@ def guard(cmd: list[str], parent: int) -> int:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    code = proc.wait()  # reaped: a zombie would still count as a member
-    while session_members(sid):  # orphans are reaped by init once killed
+    code = proc.wait()
+    deadline = time.monotonic() + 10.0
+    while session_members(sid) and time.monotonic() < deadline:  # SIGKILL is not instant
         time.sleep(0.1)
     return code
 
