@@ -37,9 +37,15 @@ sampled by ``nvidia-smi`` every 100 ms over the whole check, attributed to each 
 task by its start and end (CTranslate2's allocations are visible only there; a 100 ms sample can miss a
 brief peak).
 
+Before the parts, a preflight process computes on CUDA with torch and with the Whisper model (one second
+of silence): CTranslate2 4.8 loads cuBLAS for CUDA 12 (``libcublas.so.12``) only at its first matrix
+product, and torch 2.11's wheels bring CUDA 13 libraries, so a host without CUDA 12 cuBLAS is refused
+there with that explanation rather than failing in every part.
+
 Without an NVIDIA GPU it says so and runs the CPU smoke run instead: a 30 s corpus excerpt through
 ``transcribe_file`` with tiny.en, diarization and all nine exports (``"gpu": false`` in the JSON); exit 0
-when that passes. A GPU that the libraries cannot use, or a missing model, is an error (exit 2).
+when that passes. Exit 1: a check failed (the JSON and table are still written). Exit 2: a GPU that the
+libraries cannot use (the preflight), or a missing model.
 """
 
 from __future__ import annotations
@@ -153,7 +159,7 @@ class MemorySampler:
 class Job:
     """One measurement, passed to ``--worker`` as JSON."""
 
-    kind: str  # library | bare | diarize | oom_transcribe | oom_diarize
+    kind: str  # preflight | library | bare | diarize | oom_transcribe | oom_diarize
     audio: str
     model: str
     device: str  # cuda | cpu
@@ -230,6 +236,8 @@ def _run_library(job: Job, settings: Any) -> dict[str, Any]:
 
 def worker(job: Job) -> dict[str, Any]:
     """Run one job in this process and return its numbers."""
+    if job.kind == "preflight":
+        return _preflight(job)
     if job.kind == "library":
         settings = _settings(job)
         load_s = _preload(settings, diarization=True)
@@ -304,6 +312,18 @@ def _warm_up(settings: Any) -> None:
     list(segments)
 
 
+def _preflight(job: Job) -> dict[str, Any]:
+    """Both engines really compute on CUDA: a torch tensor, and one second through the Whisper model."""
+    import torch
+
+    torch.ones(8, device="cuda").sum().item()
+    settings = _settings(job)
+    t0 = time.perf_counter()
+    _preload(settings, diarization=False)
+    _warm_up(settings)
+    return {"wall_s": time.perf_counter() - t0, "duration": 1.0}
+
+
 def _fill_gpu(headroom: int) -> tuple[Any, int]:
     """One torch tensor over all free GPU memory but ``headroom`` bytes (a little less if that fails)."""
     import torch
@@ -350,7 +370,7 @@ def _oom_diarize(job: Job) -> dict[str, Any]:
             "torch_limit_mib": round(limit / MIB), "torch_loaded_reserved_mib": round(loaded / MIB, 1)}
 
 
-def run_job(job: Job, timeout: float = TIME_LIMIT_S) -> dict[str, Any]:
+def run_job(job: Job, timeout: float = 2 * TIME_LIMIT_S) -> dict[str, Any]:
     """``job`` in a fresh interpreter; adds peak RSS and the wall time of the whole process."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(dataclasses.asdict(job))]
     begun = time.time()
@@ -361,7 +381,7 @@ def run_job(job: Job, timeout: float = TIME_LIMIT_S) -> dict[str, Any]:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result.update(kind=job.kind, device=job.device, model=job.model, process_s=round(time.time() - begun, 2),
                   process_interval=[begun, time.time()])
-    result["rtf_x"] = round(result["duration"] / result["wall_s"], 2) if result["wall_s"] else None
+    result["rtf_x"] = round(result["duration"] / result["wall_s"], 2) if result.get("wall_s") else None
     return result
 
 
@@ -425,6 +445,23 @@ def build_meeting(minutes: float) -> Path:
     from speed import build_long_meeting
 
     return build_long_meeting(minutes)
+
+
+CUBLAS_HINT = ("CTranslate2 (faster-whisper) loads cuBLAS for CUDA 12 (libcublas.so.12) at its first matrix "
+               "product, while torch 2.11 brings the CUDA 13 libraries only: install cuBLAS for CUDA 12 (the system's "
+               "CUDA 12 toolkit, or `pip install nvidia-cublas-cu12` with its nvidia/cublas/lib folder on "
+               "LD_LIBRARY_PATH).")
+
+
+def preflight(model: str) -> str | None:
+    """None when torch and CTranslate2 both compute on CUDA, else why not (in a fresh process)."""
+    try:
+        run_job(Job("preflight", "", model, "cuda"), timeout=300)
+    except Exception as exc:
+        text = str(exc).strip()
+        reason = text.splitlines()[-1] if text else repr(exc)
+        return f"{reason} {CUBLAS_HINT}" if "libcublas" in text else reason
+    return None
 
 
 def check_models(model: str, diarization: bool = True) -> None:
@@ -663,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # ModelUnavailable: a clear reason, no traceback
         print(f"gpu-check: {'CUDA is available but ' if probe.usable and use_gpu else ''}a model is missing: {exc}",
               file=sys.stderr)
+        return 2
+    if use_gpu and not on_cpu and (failure := preflight(args.model)):
+        print(f"gpu-check: CUDA is present ({probe.describe()}) but does not work: {failure}", file=sys.stderr)
         return 2
 
     if on_cpu:
