@@ -11,12 +11,17 @@ and the pyannote sample. Every audio file with a reference next to it (same stem
   speaker-attributed reference.
 - ``.stm``: WER, and speaker-attributed WER (cpWER) when diarization runs too.
 
+``--segments`` also transcribes files that only have an RTTM and compares segments and cues before and after
+the merge's rules (speaker fragments of one or two words inside a sentence, pauses inside segments, cues under
+1 s, cpWER) and reports the pauses between words by whether the reference speaker changes.
+
 Prints a table and writes all numbers, the settings and the machine to a JSON file.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import statistics
 import sys
@@ -38,7 +43,7 @@ from common import (
 
 
 def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, collars: list[float],
-                  oracle_speakers: bool = False) -> dict[str, Any]:
+                  oracle_speakers: bool = False, segments: bool = False) -> dict[str, Any]:
     """Run the pipeline stages on one file and score every reference it has."""
     from tasks.assemble import relabel_speakers
     from tasks.audio import decode
@@ -72,7 +77,7 @@ def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, c
     elif item.txt:
         ref_text, ref_speakers = read_text_reference(item.txt)
 
-    turns = None
+    turns, exclusive = None, None
     if settings.diarize and (reference_turns is not None or (transcribe and ref_speakers)):
         hint = {"num_speakers": len({t.speaker for t in reference_turns})} if (
             oracle_speakers and reference_turns) else {}
@@ -91,26 +96,117 @@ def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, c
         out.update(ref_speakers=first["ref_speakers"], speaker_count_error=first["speaker_count_error"],
                    diarization=scores, uem=bool(uem))
 
-    if transcribe and ref_text is not None:
+    if transcribe and (ref_text is not None or (segments and turns is not None)):
+        from tasks.assemble import segment_rules
         from tasks.merge import merge
 
         t0 = time.perf_counter()
         plan = make_plan(audio, settings)
         run = transcribe_plan(audio, plan, settings)
         seconds["transcribe"] = time.perf_counter() - t0
-        hyp_text = " ".join(s.text for s in run.segments)
-        errors = word_errors(ref_text, hyp_text)
-        out["wer"] = errors.rate
-        out["word_errors"] = dataclasses.asdict(errors)
+        if ref_text is not None:
+            hyp_text = " ".join(s.text for s in run.segments)
+            errors = word_errors(ref_text, hyp_text)
+            out["wer"] = errors.rate
+            out["word_errors"] = dataclasses.asdict(errors)
         if ref_speakers and turns is not None:
-            by_speaker: dict[str, list[str]] = {}
-            for seg in merge(run.segments, exclusive or turns):
-                for w in seg.words:
-                    by_speaker.setdefault(w.speaker or "?", []).append(w.text)
-            cp = cp_wer(ref_speakers, {k: "".join(v) for k, v in by_speaker.items()})
+            merged = merge(copy.deepcopy(run.segments), exclusive or turns, turns, segment_rules(settings))
+            cp = cp_wer(ref_speakers, _speaker_texts(merged))
             out["cpwer"] = cp["cpwer"]
             out["cpwer_mapping"] = cp["mapping"]
+        if segments and turns is not None:
+            out["segments"] = segment_stats(run.segments, exclusive or turns, turns, settings, duration,
+                                            reference_turns, ref_speakers)
     out["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    return out
+
+
+def _speaker_texts(segments: Any) -> dict[str, str]:
+    by_speaker: dict[str, list[str]] = {}
+    for seg in segments:
+        for w in seg.words:
+            by_speaker.setdefault(w.speaker or "?", []).append(w.text)
+    return {k: "".join(v) for k, v in by_speaker.items()}
+
+
+def segment_stats(transcribed: Any, turns: Any, overlapping: Any, settings: Any, duration: float,
+                  reference: Any, ref_speakers: dict[str, str] | None) -> dict[str, Any]:
+    """Segments and cues before (each word on its own speaker, segments cut only where it changes: the merge
+    before issue 13) and after (:func:`tasks.merge.merge`): speaker fragments of one or two words inside a
+    sentence, pauses inside segments, cue durations, cpWER; and the pauses between words, by whether the
+    reference has the same speaker on both sides."""
+    from tasks.assemble import segment_rules
+    from tasks.evaluation import cp_wer
+    from tasks.exports import ExportOptions
+    from tasks.exports.subtitles import build_cues
+    from tasks.merge import assign_speakers, fragments, merge, regroup, sentences
+    from tasks.result import Transcript
+
+    rules = segment_rules(settings)
+    before = copy.deepcopy(list(transcribed))
+    assign_speakers([w for s in before for w in s.words], turns)
+    variants = {"before": regroup(before),
+                "after": merge(copy.deepcopy(list(transcribed)), turns, overlapping, rules)}
+    out: dict[str, Any] = {}
+    for name, segs in variants.items():
+        words = [w for s in segs for w in s.words]
+        cues = build_cues(Transcript("en", duration, segs), ExportOptions())
+        spans = [(c.end_ms - c.start_ms) / 1000 for c in cues]
+        squeezed = [i for i, c in enumerate(cues) if spans[i] < 1.0
+                    and (i == 0 or cues[i - 1].end_ms == c.start_ms or c.start_ms == 0)
+                    and (i + 1 == len(cues) or cues[i + 1].start_ms == c.end_ms or c.end_ms >= duration * 1000 - 1)]
+        out[name] = {
+            "segments": len(segs),
+            "fragments": [" ".join(w.text.strip() for w in f) for f in fragments(words, rules.max_gap_s)],
+            "inner_pauses_over_max_gap": sum(b.start - a.end > rules.max_gap_s for s in segs
+                                             for a, b in zip(s.words, s.words[1:])),
+            "longest_segment_s": round(max((s.end - s.start for s in segs), default=0.0), 2),
+            "cues": len(cues), "cues_under_1s": sum(d < 1.0 for d in spans),
+            "cues_under_1s_with_room": sum(d < 1.0 for d in spans) - len(squeezed),
+            "shortest_cue_s": min(spans, default=None),
+        }
+        if ref_speakers:
+            out[name]["cpwer"] = cp_wer(ref_speakers, _speaker_texts(segs))["cpwer"]
+    if reference:
+        words = [w for s in variants["after"] for w in s.words]
+        ends = {id(u[-1]) for u in sentences(words, float("inf"))}
+        gaps: dict[str, list[float]] = {"same_speaker": [], "speaker_change": [], "in_sentence": []}
+        for a, b in zip(words, words[1:]):
+            ra, rb = _reference_speaker(a, reference), _reference_speaker(b, reference)
+            gap = round(b.start - a.end, 3)
+            if ra and rb:
+                gaps["same_speaker" if ra == rb else "speaker_change"].append(gap)
+            if id(a) not in ends:
+                gaps["in_sentence"].append(gap)
+        out["gaps"] = gaps
+    return out
+
+
+def _reference_speaker(word: Any, reference: Any) -> str | None:
+    """The reference speaker that overlaps a word most (None outside every turn)."""
+    best, most = None, 0.0
+    for t in reference:
+        shared = min(t.end, max(word.end, word.start + 0.02)) - max(t.start, word.start)
+        if shared > most:
+            best, most = t.speaker, shared
+    return best
+
+
+def segment_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the files of ``--segments``, and percentiles of the pauses between words."""
+    scored = [r["segments"] for r in rows if "segments" in r]
+    out: dict[str, Any] = {"files": len(scored)}
+    for name in ("before", "after"):
+        out[name] = {key: sum(len(s[name][key]) if key == "fragments" else s[name][key] for s in scored)
+                     for key in ("segments", "fragments", "inner_pauses_over_max_gap", "cues", "cues_under_1s",
+                                 "cues_under_1s_with_room")}
+        out[name]["longest_segment_s"] = max((s[name]["longest_segment_s"] for s in scored), default=0.0)
+    for kind in ("same_speaker", "speaker_change", "in_sentence"):
+        gaps = sorted(g for s in scored for g in s.get("gaps", {}).get(kind, []))
+        if gaps:
+            out[f"gaps_{kind}"] = {
+                "n": len(gaps), **{f"p{q}": gaps[min(len(gaps) - 1, int(q / 100 * len(gaps)))] for q in (50, 90, 99)},
+                **{f"over_{t:g}s": round(sum(g > t for g in gaps) / len(gaps), 4) for t in (0.5, 0.75, 1.0, 1.5, 2.0)}}
     return out
 
 
@@ -177,6 +273,24 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any], collars: li
                   f"{s['jer_mean']:.3f}  speaker count right {s['speaker_count_right']}/{s['diarized_files']}")
 
 
+def print_segments(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    print(f"\n{'file':34s} {'':6s} {'segs':>5s} {'frag':>5s} {'pause':>5s} {'long':>5s} {'cues':>5s} {'<1s':>4s} "
+          f"{'room':>4s} {'cpWER':>6s}  fragments")
+    for r in rows:
+        for name in ("before", "after"):
+            s = r.get("segments", {}).get(name)
+            if s:
+                cp = f"{s['cpwer']:6.3f}" if "cpwer" in s else "     -"
+                print(f"{r['file'][:34]:34s} {name:6s} {s['segments']:5d} {len(s['fragments']):5d} "
+                      f"{s['inner_pauses_over_max_gap']:5d} {s['longest_segment_s']:5.1f} {s['cues']:5d} "
+                      f"{s['cues_under_1s']:4d} {s['cues_under_1s_with_room']:4d} {cp}  {s['fragments']}")
+    for name in ("before", "after"):
+        print(f"{name:6s} totals: {summary[name]}")
+    for key, value in summary.items():
+        if key.startswith("gaps_"):
+            print(f"{key}: {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help=f"folders, audio files or '{PYANNOTE_SAMPLE}' "
@@ -188,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-speakers", action="store_true", help="pass the reference speaker count as a hint")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override a DiarizationParams field, e.g. clustering_threshold=0.7 (repeatable)")
+    parser.add_argument("--segments", action="store_true", help="also transcribe files with only an RTTM and "
+                        "report segments and cues before/after the merge's rules (speaker fragments, pauses, "
+                        "short cues, cpWER) and the pauses between words")
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "evaluate.json", help="JSON output")
     args = parser.parse_args(argv)
 
@@ -204,11 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for item in items:
         row = evaluate_item(item, settings, params, transcribe=not args.no_transcribe, collars=collars,
-                            oracle_speakers=args.oracle_speakers)
+                            oracle_speakers=args.oracle_speakers, segments=args.segments)
         rows.append(row)
         print(f"  {row['file']}: {row['seconds']}", file=sys.stderr, flush=True)
     summary = summarise(rows, collar=f"{collars[-1]:g}")
     print_table(rows, summary, collars)
+    if args.segments:
+        summary["segments"] = segment_summary(rows)
+        print_segments(rows, summary["segments"])
     write_json(args.json, {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "machine": started, "load_average_end": machine()["load_average"], "peak_rss_mb": round(peak_rss_mb()),
