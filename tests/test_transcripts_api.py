@@ -375,3 +375,27 @@ def test_plugin_registers_the_view_first_in_the_navigation(monkeypatch):
         assert c.get(path).status_code == 401, path
     assert c.put("/api/transcripts/x/speakers", json={"SPEAKER_00": "D"}).status_code == 401
     assert c.get("/icon.svg").status_code == 200
+
+
+def test_files_in_progress_show_their_stage_and_progress(env):
+    from datetime import UTC, datetime
+
+    from tasks.metrics import MetricsStore
+
+    settings, c = env["settings"], env["client"]
+    ws = Workspace.for_run(settings.work, "file__long__6").create()
+    atomic_write_json(ws.plan_file, {"spans": [[0, 240], [240, 480], [480, 600]], "target_s": 240})
+    ws.chunks_dir.mkdir()
+    atomic_write_json(ws.chunks_dir / "chunk-00000.json", {})
+    ws.progress_file("diarize").write_text("embeddings 12/30 (40 %)")
+    store = MetricsStore(settings.metrics_database_url)
+    store.record_file("file__long__6", status="running", file_name="long.wav", audio_duration=600.0)
+    for stage in ("transcribe", "diarize"):
+        store.record_stage("file__long__6", stage, 1, start=datetime.now(UTC))
+    store.close()
+    html = c.get("/", headers=AUTH).text
+    row = html[html.index('data-run-id="file__long__6"'):]
+    row = row[:row.index("</tr>")]
+    assert "transcribe, diarize · chunk 2/3, diarize: embeddings 12/30 (40 %)" in row
+    assert 'class="open"' not in row  # no transcript yet: nothing to open
+    assert c.get("/api/transcripts/file__long__6", headers=AUTH).status_code == 404

@@ -87,7 +87,11 @@ def test_read_search_play_and_rename_in_the_airflow_ui(af, artifacts):
 
             frame = page.frame_locator("iframe")
             expect(frame.locator("h1")).to_have_text("Transcripts")
-            expect(frame.locator("tr[data-run-id]")).to_have_count(2)
+            try:
+                expect(frame.locator("tr[data-run-id]")).to_have_count(2)
+            except AssertionError:
+                print(frame.locator("body").inner_html(), af.tail(200))
+                raise
             frame.get_by_label("Search transcripts").fill(word)
             frame.get_by_role("button", name="Search").click()
             expect(frame.locator("#summary")).to_contain_text(f"whose transcript holds “{word}”")
@@ -101,7 +105,8 @@ def test_read_search_play_and_rename_in_the_airflow_ui(af, artifacts):
             expect(frame.locator("h1")).to_have_text(chosen)
             segs = frame.locator(".seg")
             expect(segs).to_have_count(len(texts[chosen]["segments"]))
-            inner = next(f for f in page.frames if "/securetranscribe-transcripts/transcripts/" in f.url)
+            inner = page.locator("iframe").element_handle().content_frame()
+            assert "/securetranscribe-transcripts/transcripts/" in inner.url
             inner.wait_for_function("() => document.getElementById('player').readyState >= 1", timeout=60_000)
             segs.nth(2).click()
             inner.wait_for_function(

@@ -150,15 +150,18 @@ LIST = _ENV.from_string("""<!doctype html>
 TRANSCRIPT = _ENV.from_string("""<!doctype html>
 <html lang="{{ t.language or 'und' }}"><head><meta charset="utf-8"><title>{{ name }} — Transcript</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{{ style }}
- .top{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start} .box{border:1px solid #d9dee3;border-radius:8px;
- padding:10px 14px} audio{width:520px;max-width:100%} .segs{margin-top:10px;max-width:1000px}
+ .top{display:flex;gap:20px;flex-wrap:wrap;align-items:flex-start} .box{border:1px solid #d9dee3;border-radius:8px;
+ padding:4px 14px 12px;max-width:540px} .box h2{margin-top:10px} audio{width:520px;max-width:100%}
+ .segs{margin-top:10px;max-width:1000px}
  .seg{display:flex;gap:10px;padding:6px 8px;border-radius:6px;cursor:pointer;border-left:4px solid transparent}
  .seg:hover{background:#f5f7fa} .seg.playing{background:#fff7d6;border-left-color:#d69e2e}
  .seg .time{color:#65717e;font-variant-numeric:tabular-nums;min-width:64px;font-size:12px;padding-top:2px}
  .seg .who{font-weight:600;min-width:120px} .chip{display:inline-block;width:10px;height:10px;border-radius:5px;
- margin-right:6px} .names label{display:block;margin:4px 0} .names input{width:180px;padding:3px 6px}
+ margin-right:6px} .box.names{max-width:430px} .names label{display:block;margin:4px 0}
+ .names input{width:180px;padding:3px 6px}
  .names code{font-size:12px;color:#52606d;display:inline-block;min-width:92px} .exp a{margin-right:8px}
- .state{margin-left:8px;font-size:13px} .timing td{padding:2px 8px;border:0}
+ .state{margin-left:8px;font-size:13px} .timing{columns:2;column-gap:28px;font-size:13px}
+ .timing div{display:flex;justify-content:space-between;gap:12px;padding:1px 0} .timing b{font-weight:500}
 </style></head><body>
 <p><a href="../">← Transcripts</a></p>
 <h1>{{ name }}</h1>
@@ -182,9 +185,9 @@ TRANSCRIPT = _ENV.from_string("""<!doctype html>
 </form>
 <div class="muted">Give two labels the same name (or a label's name another label) to merge them.
 Saving writes every export again; the transcript is not redone.</div></div>
-<div class="box"><h2>Stage timings</h2><table class="timing">{% for stage, sec in stage_times %}
-<tr><td>{{ stage }}</td><td class="num">{{ "%.1f"|format(sec) }} s</td></tr>{% else %}<tr><td class="muted">none
-</td></tr>{% endfor %}</table></div>
+<div class="box"><h2>Stage timings</h2><div class="timing">{% for stage, sec in stage_times %}
+<div><span>{{ stage }}</span><b>{{ "%.1f"|format(sec) }} s</b></div>{% else %}<span class="muted">none</span>
+{% endfor %}</div></div>
 </div>
 <h2>Transcript</h2>
 <div class="segs" id="segments">{% for s in segments %}
