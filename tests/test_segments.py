@@ -224,3 +224,23 @@ def test_every_real_subtitle_cue_keeps_the_limits(corpus_runs):
                                                                                                  for c in vtt])]
         cues_seen += len(cues)
     assert cues_seen >= 30
+
+
+def test_a_short_cue_joins_its_neighbour_or_starts_earlier():
+    from tasks.exports import ExportOptions
+    from tasks.exports.subtitles import build_cues
+
+    said = words("they all call me a Yankee down here. So I", start=24.0, step=0.35, speaker="S")
+    reply = words("don't hear that in New Jersey now.", start=said[-1].end, step=0.3, speaker="D")
+    t = Transcript("en", 40.0, [Segment(said[0].start, said[-1].end, "", "S", said),
+                                Segment(reply[0].start, reply[-1].end, "", "D", reply)])
+    cues = build_cues(t, ExportOptions())
+    assert [" ".join(c.lines) for c in cues] == ["[S] they all call me a Yankee down here. So I",
+                                                 "[D] don't hear that in New Jersey now."]
+
+    squeezed = [Segment(8.0, 9.6, "", "B", words("Well, hello.", start=8.4, speaker="B")),
+                Segment(10.0, 10.3, "", "A", [Word(10.0, 10.3, " Hi.", 0.9, "A")]),
+                Segment(10.3, 12.0, "", "B", words("How are you?", start=10.3, speaker="B"))]
+    cues = build_cues(Transcript("en", 20.0, squeezed), ExportOptions())
+    b_end = cues[0].end_ms
+    assert (cues[1].start_ms, cues[1].end_ms) == (b_end, 10300) and b_end < 10000, "started earlier, up to B's end"
