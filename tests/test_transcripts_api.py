@@ -399,3 +399,21 @@ def test_files_in_progress_show_their_stage_and_progress(env):
     assert "transcribe, diarize · chunk 2/3, diarize: embeddings 12/30 (40 %)" in row
     assert 'class="open"' not in row  # no transcript yet: nothing to open
     assert c.get("/api/transcripts/file__long__6", headers=AUTH).status_code == 404
+
+
+def test_reexports_of_one_file_are_serialised(env):
+    """A re-export waits for the one already running on the same file (the lock in its run folder)."""
+    import fcntl
+    import threading
+
+    settings, ws = env["settings"], env["meeting"]
+    done = threading.Event()
+    with open(ws.root / "reexport.lock", "a+") as held:  # as if another re-export of this file were running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: (apply_rename("file__budget__1", "rename__z", settings), done.set()))
+        worker.start()
+        worker.join(timeout=3.0)
+        assert worker.is_alive() and not done.is_set()  # waiting for the lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+    worker.join(timeout=120)
+    assert done.is_set()
