@@ -417,3 +417,10 @@ def test_reexports_of_one_file_are_serialised(env):
         fcntl.flock(held, fcntl.LOCK_UN)
     worker.join(timeout=120)
     assert done.is_set()
+
+
+def test_metrics_database_off(tmp_path):
+    settings = Settings.from_env(home=tmp_path, metrics_url="none")
+    c = TestClient(create_app(lambda: settings))
+    assert c.get("/api/transcripts").status_code == 503
+    assert "metrics database is off" in c.get("/").text

@@ -371,7 +371,11 @@ def create_app(
         return {**export, "state": state, "text": text}
 
     def listing(q: str | None, limit: int, offset: int) -> tuple[list[Listed], int]:
-        return ctx.index().search(q, limit=limit, offset=offset)
+        try:
+            index = ctx.index()
+        except RuntimeError as exc:  # the metrics database is off: nothing to list or search
+            raise HTTPException(status_code=503, detail=str(exc)) from None
+        return index.search(q, limit=limit, offset=offset)
 
     def running_progress(items: list[Listed]) -> dict[str, str]:
         running = [i for i in items if i.status == "running"]
@@ -395,6 +399,8 @@ def create_app(
         error, items, total = None, [], 0
         try:
             items, total = listing(q, PAGE_SIZE, (page - 1) * PAGE_SIZE)
+        except HTTPException as exc:
+            error = str(exc.detail)
         except Exception as exc:  # show the problem rather than a bare 500
             error = f"metrics database unavailable: {type(exc).__name__}"
         words = query_words(q)
