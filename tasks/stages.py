@@ -309,7 +309,9 @@ def export_stage(ws: Workspace, fmt: str, settings: Settings | None = None, *, h
             transcript = Transcript.load(ws.transcript_file)
             transcript.timings = stage_timings(ws)
             out_dir = Path(info.out_dir)
-            files = write_format(transcript, out_dir, info.stem, fmt, export_options(settings))
+            names = {**settings.speaker_names, **ws.saved_speaker_names()}  # renamed in the UI since the run
+            files = write_format(transcript, out_dir, info.stem, fmt, export_options(settings.replace(
+                speaker_names=names)))
             if out_dir.parent == settings.outbox:  # marks whose outputs the folder holds (see output_dir)
                 atomic_write_json(out_dir / ".source.json", {"sha256": info.sha256, "name": info.name})
         except Exception as exc:

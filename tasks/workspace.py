@@ -92,6 +92,12 @@ class Workspace:
     def run_id(self) -> str:
         return self.root.name
 
+    def saved_speaker_names(self) -> dict[str, str]:
+        """Speaker names saved in the UI after the run (``speakers.json``), which every later export uses."""
+        if not self.speakers_file.is_file():
+            return {}
+        return dict(self.read(self.speakers_file).get("names") or {})
+
     def timing_file(self, stage: str) -> Path:
         return self.timings_dir / f"{stage}.json"
 

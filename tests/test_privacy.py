@@ -101,7 +101,8 @@ def test_purge_removes_outputs_work_ledger_and_metrics(tmp_path, jfk):
         drop = settings.inbox / "jfk.flac"
         shutil.copyfile(jfk, drop)
         run_id = "manual__purge-test"
-        info = stages.claim_stage(run_id, drop, {"model": "tiny.en", "diarize": False}, settings)
+        info = stages.claim_stage(run_id, drop, {"model": "tiny.en", "diarize": False, "formats": ["json", "txt"]},
+                                  settings)
         ws = Workspace(info["work"])
         for step in (stages.probe_stage, stages.plan_stage, stages.transcribe_stage, stages.diarize_stage,
                      stages.merge_stage):

@@ -61,7 +61,7 @@ def read_record(ws: Workspace) -> dict[str, Any]:
 
 
 def saved_names(ws: Workspace) -> dict[str, str]:
-    return read_record(ws)["names"]
+    return ws.saved_speaker_names()
 
 
 def run_names(ws: Workspace, base: Settings) -> dict[str, str]:
