@@ -60,6 +60,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -409,7 +410,8 @@ def run_dag(audio: Path, model: str, device: str, home: Path) -> dict[str, Any]:
             report["gpu_pool_slots"] = af.api("GET", "/pools/gpu").get("slots")
         except Exception as exc:  # the figure is informative only
             report["gpu_pool_slots"] = f"unknown ({exc!r})"
-    report.update(task_intervals=intervals, startup_s=round(started - begun, 1), process_interval=[begun, time.time()])
+    report.update(device=device, task_intervals=intervals, startup_s=round(started - begun, 1),
+                  process_interval=[begun, time.time()])
     return report
 
 
@@ -503,7 +505,7 @@ def _step(report: Report, name: str, run: Any) -> dict[str, Any] | None:
     try:
         part = run()
     except Exception as exc:
-        text = str(exc).strip()
+        text = f"{type(exc).__name__}: {str(exc).strip()}"
         report.parts[name] = {"error": text[-4000:]}
         print(f"  {name} FAILED: {text[-1500:]}", file=sys.stderr, flush=True)
         report.checks.append(Check(f"{name} ran", False, text.splitlines()[-1][:300] if text else repr(exc)))
@@ -536,7 +538,10 @@ def gpu(args: argparse.Namespace, report: Report, sampler: MemorySampler) -> Non
     """Every GPU part not skipped, each in its own process, then the memory samples attributed to them."""
     skip = set(report.skipped)
     audio = build_meeting(args.minutes)
-    report.audio = {"path": str(audio), "built_by": f"make_long.py --minutes {args.minutes:g}"}
+    with wave.open(str(audio)) as w:
+        duration = w.getnframes() / w.getframerate()
+    report.audio = {"path": str(audio), "built_by": f"make_long.py --minutes {args.minutes:g}",
+                    "duration_s": round(duration, 2)}
 
     def job(kind: str, path: Path = audio, **extra: Any) -> Job:
         return Job(kind, str(path), args.model, args.device, **extra)
@@ -544,7 +549,6 @@ def gpu(args: argparse.Namespace, report: Report, sampler: MemorySampler) -> Non
     if "library" not in skip:
         part = _step(report, "library", lambda: run_job(job("library", out_dir=str(_exports_folder(args.out)))))
         if part is not None:
-            report.audio["duration_s"] = round(part["duration"], 2)
             devices = {a["device"] for a in part["attempts"]}
             report.checks.append(Check(f"library end to end on {args.device}", devices == {args.device} and all(
                 a["outcome"] == "ok" for a in part["attempts"]), f"attempts on {sorted(devices)}"))
@@ -572,8 +576,10 @@ def gpu(args: argparse.Namespace, report: Report, sampler: MemorySampler) -> Non
         finally:
             shutil.rmtree(home, ignore_errors=True)
         if part is not None:
-            report.checks.append(Check(f"through the DAG on {args.device}", part["state"] == "success",
-                                       f"run {part['state']}, pool gpu slots {part.get('gpu_pool_slots')}"))
+            exports = part["tasks_s"].get("export_instances", 0)
+            report.checks.append(Check(f"through the DAG on {args.device}", part["state"] == "success" and exports == 9,
+                                       f"run {part['state']}, {exports} export tasks, pool gpu slots "
+                                       f"{part.get('gpu_pool_slots')}"))
     attribute_memory(report, sampler)
 
 
@@ -618,9 +624,10 @@ def table(report: Report) -> str:
             t, peaks = part.get("tasks_s", {}), part.get("task_gpu_peak_mib", {})
             tasks = ", ".join(f"{task} task {_num(t.get(task))} s (GPU {_num(peaks.get(task), '{:.0f}')} MiB)"
                               for task in ("transcribe", "diarize"))
-            lines.append(f"| dag (Airflow, pool gpu: {part.get('gpu_pool_slots')} slot(s)) | cuda | "
+            lines.append(f"| dag (Airflow, pool gpu: {part.get('gpu_pool_slots')} slot(s)) | {part['device']} | "
                          f"{part['run_wall_s']:.1f} | – | – | – | {_num(part.get('gpu_peak_mib'), '{:.0f}')} / – | "
-                         f"{tasks}; Airflow start-up {part['startup_s']} s |")
+                         f"{tasks}; {t.get('export_instances', 0)} export tasks {_num(t.get('export'))} s in all; "
+                         f"Airflow start-up {part['startup_s']} s |")
             continue
         notes = []
         if name == "oom_transcribe":
