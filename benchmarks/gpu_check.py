@@ -650,10 +650,12 @@ def table(report: Report) -> str:
                      f"{_num(part.get('gpu_peak_mib'), '{:.0f}')} / {torch_peak} | {'; '.join(notes)} |")
     library = report.parts.get("library", {})
     if "stages" in library:
-        lines += ["", "| library stage | seconds | peak GPU MiB (device) |", "|---|---|---|"]
+        lines += ["", "| library stage | seconds | peak GPU MiB device / torch |", "|---|---|---|"]
         peaks = library.get("stage_gpu_peak_mib", {})
+        torch_peak = library.get("torch_max_allocated_mib")  # torch runs on the GPU in diarization only
         for stage, seconds in library["stages"].items():
-            lines.append(f"| {stage} | {seconds:.2f} | {_num(peaks.get(stage), '{:.0f}')} |")
+            mine = torch_peak if stage == "diarize" else None
+            lines.append(f"| {stage} | {seconds:.2f} | {_num(peaks.get(stage), '{:.0f}')} / {_num(mine, '{:.0f}')} |")
         if library.get("diarization_steps"):
             lines.append("")
             lines.append("diarization steps (s): " + ", ".join(f"{k} {v:.1f}" for k, v in
