@@ -7,7 +7,8 @@ diarization), and still near-linear with overlapping ones.
 Inside a sentence (words up to a sentence end or a pause longer than ``max_gap_s``) a speaker change must be
 backed by the audio: a run of one or two words on another speaker is given to its neighbours unless the
 diarization has that speaker alone (no overlap) under most of the run, in a stretch of at least
-``fragment_turn_s``; a remaining change moves to a nearby comma when the turns allow it. Segments are then cut
+``fragment_turn_s``, and a sentence made only of such short runs stays whole; a remaining change moves to a
+nearby comma when the turns allow it. Segments are then cut
 where the speaker changes, at every pause longer than ``max_gap_s``, and before they pass ``max_s`` (at the
 last sentence end that fits, else a phrase end, else the longest pause).
 """
@@ -229,6 +230,13 @@ def _smooth(unit: list[Word], solo: Solo, exclusive: Solo, rules: SegmentRules) 
     while True:
         runs = _runs(unit)
         if len(runs) < 2:
+            return
+        if all(j - i <= rules.fragment_words for i, j in runs):  # a short sentence is never split: it goes to
+            speakers = list(dict.fromkeys(w.speaker for w in unit))  # the speaker alone under most of it
+            best = max(speakers, key=lambda s: (_evidence(unit, s, solo)[0], _evidence(unit, s, exclusive)[0],
+                                                -speakers.index(s)))
+            for w in unit:
+                w.speaker = best
             return
         weak = []
         for n, (i, j) in enumerate(runs):

@@ -120,6 +120,17 @@ def test_a_short_run_stays_on_its_speaker_with_strong_evidence():
     assert cover[0] > 0.5 * (frs[0][-1].end - frs[0][0].start) and cover[1] >= RULES.fragment_turn_s
 
 
+def test_a_short_sentence_is_never_split():
+    """tiny.en on AMI dev00: the turns change inside "I'm sorry." (each word alone in a long turn of its own
+    speaker); the sentence goes whole to the speaker alone under most of it."""
+    ws = [Word(14.63, 15.03, " I'm"), Word(15.03, 15.27, " sorry."), Word(15.51, 16.23, " He's"),
+          Word(16.23, 16.41, " like"), Word(16.41, 16.55, " spoil"), Word(16.55, 17.45, " it")]
+    turns = [Turn(13.362, 14.965, "A"), Turn(14.965, 17.024, "B")]
+    assert [w.speaker for w in assign_speakers(fresh(ws), turns)] == ["A", "B", "B", "B", "B", "B"]
+    assert speakers_of(merge([Segment(14.63, 17.45, "", None, ws)], turns)) == [
+        ("A", "I'm sorry."), ("B", "He's like spoil it")]
+
+
 def test_a_backchannel_in_a_short_sliver_goes_to_the_sentence_speaker():
     ws = words("I think we should yeah go with the red one.", step=0.3)
     turns = [Turn(0, 1.2, "A"), Turn(1.2, 1.5, "B"), Turn(1.5, 4.0, "A")]  # a 0.3 s sliver of B under "yeah"
