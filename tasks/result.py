@@ -85,6 +85,10 @@ class ChunkResult:
     device: str
     compute_type: str
     batch_size: int
+    redecoded: list[dict[str, Any]] = field(default_factory=list)
+    """Stretches the second pass decoded again: ``{"start", "end", "words"}`` (file seconds, words found)."""
+    redecode_seconds: float = 0.0
+    """Time of the second pass (included in ``seconds``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,6 +161,9 @@ class Transcript:
     source: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
+    coverage: dict[str, Any] = field(default_factory=dict)
+    """Speech left without words (:func:`tasks.coverage.coverage`): speech seconds (diarization, else VAD),
+    seconds and stretches without a word, and the stretches the second pass decoded again."""
 
     @property
     def words(self) -> list[Word]:

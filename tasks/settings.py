@@ -93,6 +93,9 @@ class Settings:
     hotwords: str | None = knob(None, run=True, output=True, help="Words Whisper should prefer (names, jargon).")
     no_speech_threshold: float = knob(0.6, output=True, help="Segments whose no-speech probability is above this "
                                       "(and whose log-prob is low) are dropped.")
+    redecode_min_s: float = knob(1.0, output=True, help="Second pass: every stretch of VAD speech of at least this "
+                                 "many seconds that the batched pass left without a word is decoded again on its "
+                                 "own; 0: off.")
 
     # -- chunk plan ---------------------------------------------------------------------------
     chunk_target_s: float = knob(240.0, help="Chunks (the unit of checkpointing and OOM shrinking) are cut "

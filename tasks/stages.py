@@ -194,7 +194,11 @@ def transcribe_stage(ws: Workspace, settings: Settings | None = None, *, hooks: 
         run = transcribe_plan(load_audio(ws, settings), plan, settings, resume=resume, on_event=checkpoint.record,
                               progress=on_chunk)
         rec.add_attempts(run.attempts[len(resume.attempts):])  # earlier tries recorded theirs
-        rec.update(detail={"chunks": len(run.chunks), "resumed_chunks": run.resumed_chunks})
+        redecoded = [r for c in run.chunks for r in c.redecoded]
+        rec.update(detail={"chunks": len(run.chunks), "resumed_chunks": run.resumed_chunks,
+                           "redecoded": len(redecoded), "redecoded_s": round(sum(r["end"] - r["start"]
+                                                                                 for r in redecoded), 2),
+                           "second_pass_s": round(sum(c.redecode_seconds for c in run.chunks), 2)})
         for attempt in run.attempts:
             attempt.error = attempt.error and attempt.error[:500]
         data = {
@@ -259,7 +263,7 @@ def merge_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Stage
     from .transcription import ChunkResult, TranscriptionRun
 
     settings = settings_of(ws, settings)
-    with _hooks(hooks, settings).stage(ws, "merge", try_number, started_at):
+    with _hooks(hooks, settings).stage(ws, "merge", try_number, started_at) as rec:
         tdata = ws.read(ws.transcription_file)
         run = TranscriptionRun(
             chunks=[ChunkResult.from_dict(c) for c in tdata["chunks"]],
@@ -280,11 +284,28 @@ def merge_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Stage
             duration=info["duration"], run=run, diarization=diarization, settings=settings, source=info["source"],
             timings=stage_timings(ws),
         )
+        transcript.coverage = _coverage(ws, transcript, run, diarization)
+        rec.update(detail={"coverage": {k: v for k, v in transcript.coverage.items()
+                                        if k != "stretches_without_words"}})
         atomic_write_json(ws.transcript_file, transcript.to_dict())
         if settings.log_text:  # debug only: transcript text never reaches logs otherwise
             log.info("transcript of %s: %s", ws.run_id, transcript.text[:4000])
     return {"segments": len(transcript.segments), "speakers": transcript.speakers, "language": transcript.language,
             "duration": transcript.duration, "formats": list(settings.formats)}
+
+
+def _coverage(ws: Workspace, transcript: Any, run: Any, diarization: Any) -> dict[str, Any]:
+    """Speech left without words: against the diarization's turns, or the plan's VAD speech without one."""
+    from .audio import SAMPLE_RATE
+    from .coverage import coverage
+
+    if diarization is not None:
+        speech, source = [(t.start, t.end) for t in diarization.turns], "diarization"
+    else:
+        regions = ws.read(ws.plan_file).get("regions", []) if ws.plan_file.is_file() else []
+        speech, source = [(s / SAMPLE_RATE, e / SAMPLE_RATE) for s, e in regions], "vad"
+    redecoded = [r for c in run.chunks for r in c.redecoded]
+    return coverage(speech, [(w.start, w.end) for w in transcript.words], redecoded, source=source)
 
 
 def export_options(settings: Settings) -> Any:

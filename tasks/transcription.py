@@ -6,6 +6,12 @@ single pass over the whole file would. The model is loaded once per process (per
 compute type) and reused. :func:`iter_chunks` yields a :class:`~tasks.result.ChunkEvent` after each
 finished chunk and each OOM shrink; the caller persists them (``on_event=ChunkCheckpoint(...).record``)
 before the next chunk starts, so a retry resumes after the last finished chunk.
+
+The batched pass decodes each group of up to 30 s of speech without timestamps; when a group mixes voices
+or recording conditions the decoder may stop early and leave whole turns without a word (faster-whisper
+#1179). A second pass inside the same chunk (:func:`redecode_gaps`) finds every stretch of VAD speech of
+``redecode_min_s`` or more with no word within 0.5 s, decodes each on its own (one batch, each stretch its
+own clip) and puts its words in; the chunk's checkpoint holds both passes and what was re-decoded.
 :class:`ChunkResult` and :class:`TranscriptionRun` live in :mod:`tasks.result`; they are imported here.
 """
 
@@ -24,7 +30,8 @@ import numpy as np
 
 from . import model_store
 from .audio import SAMPLE_RATE
-from .chunking import ChunkPlan, Span
+from .chunking import CLIP_S, ChunkPlan, Span
+from .coverage import MARGIN_S, MAX_WORD_S, Interval, uncovered
 from .devices import cpu_threads, whisper_compute_type, whisper_device
 from .errors import ModelUnavailable, ShrinkExhausted, as_gpu_oom
 from .offline import ensure_offline
@@ -49,6 +56,7 @@ class TranscriptionOptions:
     log_prob_threshold: float = -1.0
     word_timestamps: bool = True
     multilingual: bool = False
+    redecode_min_s: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TranscriptionOptions:
@@ -59,6 +67,7 @@ class TranscriptionOptions:
             hotwords=settings.hotwords,
             no_speech_threshold=settings.no_speech_threshold,
             multilingual=settings.multilingual,
+            redecode_min_s=settings.redecode_min_s,
         )
 
 
@@ -163,6 +172,121 @@ def transcribe_span(
     return [s for s in segments if s.text], info.language, info.language_probability
 
 
+REDECODE_PAD_S = 0.25
+"""Audio kept on either side of the speech of a re-decoded stretch (within the stretch's reach)."""
+
+
+def redecode_windows(span: Span, regions: list[dict[str, int]], segments: list[Segment],
+                     min_s: float = 1.0) -> list[Interval]:
+    """The clips (file seconds, at most ``CLIP_S`` each) that the second pass decodes again.
+
+    A stretch of the span's speech of at least ``min_s`` with no word within ``MARGIN_S`` (words stretched
+    over more than ``MAX_WORD_S`` by the alignment do not count) reaches up to ``MARGIN_S`` further on each
+    side (never onto a word that counts); its speech is cut into clips of at most
+    ``CLIP_S`` between VAD regions, each padded by ``REDECODE_PAD_S`` within that reach.
+    """
+    speech = sorted((span.start + r["start"] / SAMPLE_RATE, span.start + r["end"] / SAMPLE_RATE) for r in regions)
+    words = [(w.start, w.end) for s in segments for w in s.words]
+    clips: list[Interval] = []
+    for start, end in uncovered(speech, words, min_s=min_s):
+        lo, hi = max(span.start, start - MARGIN_S), min(span.end, end + MARGIN_S)
+        if clips:
+            lo = max(lo, clips[-1][1])
+        pieces = [(max(s, lo), min(e, hi)) for s, e in speech if e > lo and s < hi]
+        first = 0
+        for i in range(1, len(pieces) + 1):
+            if i == len(pieces) or pieces[i][1] - pieces[first][0] > CLIP_S - 2 * REDECODE_PAD_S:
+                a = max(lo, pieces[first][0] - REDECODE_PAD_S, clips[-1][1] if clips else lo)
+                clips += _split(a, min(hi, pieces[i - 1][1] + REDECODE_PAD_S))
+                first = i
+    return [c for c in clips if c[1] - c[0] > 0.1]
+
+
+def _split(start: float, end: float) -> list[Interval]:
+    """``[start, end]`` in equal parts of at most ``CLIP_S`` (one VAD region can reach 30 s)."""
+    parts = max(1, int(np.ceil((end - start) / CLIP_S - 1e-9)))
+    step = (end - start) / parts
+    return [(round(start + i * step, 3), round(start + (i + 1) * step, 3)) for i in range(parts)]
+
+
+def redecode_gaps(
+    model: Any, audio: np.ndarray, span: Span, regions: list[dict[str, int]], segments: list[Segment],
+    options: TranscriptionOptions, batch_size: int = 8, language: str | None = None,
+) -> tuple[list[Segment], list[dict[str, Any]]]:
+    """The second pass: decode every speech stretch without words on its own and put its words in.
+
+    Returns the chunk's segments in time order (a batched segment that a recovered one falls inside is cut
+    there; its stretched words inside a clip that found words are replaced by them) and one record per
+    re-decoded clip: ``{"start", "end", "words"}`` (file seconds, words found).
+    """
+    ensure_offline()
+    from faster_whisper import BatchedInferencePipeline
+
+    if not options.word_timestamps or options.redecode_min_s <= 0:
+        return segments, []
+    clips = redecode_windows(span, regions, segments, options.redecode_min_s)
+    if not clips:
+        return segments, []
+    piece = np.ascontiguousarray(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], np.float32)
+    raw, _ = BatchedInferencePipeline(model).transcribe(
+        piece,
+        language=language or options.language,
+        beam_size=options.beam_size,
+        initial_prompt=options.initial_prompt,
+        hotwords=options.hotwords,
+        word_timestamps=True,
+        multilingual=options.multilingual,
+        vad_filter=False,
+        clip_timestamps=[{"start": a - span.start, "end": b - span.start} for a, b in clips],
+        batch_size=batch_size,
+    )
+    found = [_to_segment(s, span) for s in raw if not _is_non_speech(s, options)]
+    records = []
+    recovered: list[Segment] = []
+    for a, b in clips:  # clips do not overlap: a segment belongs to the one its middle is in
+        inside = [s for s in found if s.text and a <= (s.start + s.end) / 2 < b]
+        recovered += inside
+        records.append({"start": a, "end": b, "words": sum(len(s.words) for s in inside)})
+    replaced = [(a, b) for (a, b), r in zip(clips, records) if r["words"]]
+    return _interleave(_without_stretched(segments, replaced), recovered), records
+
+
+def _without_stretched(segments: list[Segment], clips: list[Interval]) -> list[Segment]:
+    """``segments`` less their words longer than ``MAX_WORD_S`` whose middle lies in one of ``clips``."""
+    def gone(w: Word) -> bool:
+        return w.end - w.start > MAX_WORD_S and any(a <= (w.start + w.end) / 2 <= b for a, b in clips)
+
+    out = []
+    for seg in segments:
+        words = [w for w in seg.words if not gone(w)]
+        if len(words) == len(seg.words):
+            out.append(seg)
+        elif words:
+            out.append(Segment(start=words[0].start, end=words[-1].end, text="".join(w.text for w in words).strip(),
+                               speaker=seg.speaker, words=words))
+    return out
+
+
+def _interleave(segments: list[Segment], recovered: list[Segment]) -> list[Segment]:
+    """``segments`` cut wherever a ``recovered`` segment falls between their words, all in time order."""
+    if not recovered:
+        return segments
+    starts = sorted(s.start for s in recovered)
+    out: list[Segment] = list(recovered)
+    for seg in segments:
+        parts: list[list[Word]] = [[]]
+        for w in seg.words:
+            if parts[-1] and any(parts[-1][-1].end <= t <= w.start for t in starts):
+                parts.append([])
+            parts[-1].append(w)
+        if len(parts) == 1:
+            out.append(seg)
+            continue
+        out += [Segment(start=p[0].start, end=p[-1].end, text="".join(w.text for w in p).strip(), speaker=seg.speaker,
+                        words=p) for p in parts]
+    return sorted(out, key=lambda s: (s.start, s.end))
+
+
 def _is_non_speech(segment: Any, options: TranscriptionOptions) -> bool:
     """Whisper's rule: probably no speech, and the decoder was not confident either."""
     return segment.no_speech_prob > options.no_speech_threshold and segment.avg_logprob < options.log_prob_threshold
@@ -226,8 +350,12 @@ def iter_chunks(
                 model = load_model(model_path, state.device, state.compute_type, threads)
                 segments, lang, lang_p = transcribe_span(model, audio, span, regions, options, state.batch_size,
                                                          language)
+                t1 = time.perf_counter()
+                segments, redecoded = redecode_gaps(model, audio, span, regions, segments, options,
+                                                    state.batch_size, lang or language)
+                redecode_s = time.perf_counter() - t1
             else:
-                segments, lang, lang_p = [], None, None
+                segments, lang, lang_p, redecoded, redecode_s = [], None, None, [], 0.0
         except Exception as exc:
             oom = as_gpu_oom(exc)
             if oom is None:
@@ -249,8 +377,13 @@ def iter_chunks(
         result = ChunkResult(
             index=span.index, start=span.start, end=span.end, segments=segments, language=lang or language,
             language_probability=lang_p, seconds=round(time.perf_counter() - t0, 3), device=state.device,
-            compute_type=state.compute_type, batch_size=state.batch_size,
+            compute_type=state.compute_type, batch_size=state.batch_size, redecoded=redecoded,
+            redecode_seconds=round(redecode_s, 3),
         )
+        if redecoded:
+            log.info("chunk %d: %d stretch(es) without words (%.1f s) decoded again in %.1f s, %d word(s) found",
+                     span.index, len(redecoded), sum(r["end"] - r["start"] for r in redecoded), redecode_s,
+                     sum(r["words"] for r in redecoded))
         attempts.append(_attempt(span, state, "ok", result.seconds))
         yield ChunkEvent(chunk=result, state=state, attempts=list(attempts))
         pending.pop(0)

@@ -1,0 +1,162 @@
+"""Coverage (issue 13, part 1): speech the batched pass left without words is found, decoded again on its own,
+merged in time order, checkpointed with its chunk and reported in the transcript's ``coverage``."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.chunking import Span
+from tasks.coverage import coverage, uncovered, union
+from tasks.result import ChunkResult, Segment, Word
+from tasks.transcription import _interleave, _without_stretched, redecode_windows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_common():
+    """``benchmarks/common.py`` (it builds the multi-speaker files), loaded from its file."""
+    name = "securetranscribe_bench_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "common.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def three_voices(tmp_path_factory, corpus) -> Path:
+    """Studio read speech, jfk and a telephone call, one whole utterance after another, at different levels."""
+    return bench_common().build_multispeaker("three_voices", tmp_path_factory.mktemp("built"))
+
+
+def word(start: float, end: float, text: str = " w") -> Word:
+    return Word(start, end, text, 0.9)
+
+
+# -- measuring ------------------------------------------------------------------------------------------------
+def test_union_joins_overlapping_and_touching_intervals():
+    assert union([(5, 6), (0, 2), (1, 3), (3, 4)]) == [(0, 4), (5, 6)]
+
+
+def test_uncovered_is_speech_of_1s_or_more_with_no_word_within_half_a_second():
+    speech = [(0.0, 10.0), (12.0, 12.8)]
+    words = [(1.0, 1.5), (5.0, 5.3)]
+    # 0..0.5 is too short; 2.0..4.5 and 5.8..10 have no word nearby; 12..12.8 is under 1 s
+    assert uncovered(speech, words) == [(2.0, 4.5), (5.8, 10.0)]
+    assert uncovered(speech, words, min_s=0.5) == [(0.0, 0.5), (2.0, 4.5), (5.8, 10.0), (12.0, 12.8)]
+
+
+def test_a_word_stretched_over_a_lost_turn_covers_nothing():
+    """When the decoder drops a turn, the alignment stretches the next word over it (3.4 s for "the")."""
+    speech = [(30.0, 45.0)]
+    words = [(30.0 + 0.9 * i, 30.8 + 0.9 * i) for i in range(6)] + [(35.2, 35.99), (36.53, 39.93), (44.19, 44.57)]
+    assert uncovered(speech, words) == [(36.49, 43.69)]
+    assert uncovered(speech, words, max_word_s=float("inf")) == [(40.43, 43.69)]
+
+
+def test_coverage_reports_speech_missing_words_and_what_was_decoded_again():
+    c = coverage([(0, 10), (5, 20)], [(0.2 + 0.8 * i, 1.0 + 0.8 * i) for i in range(11)], [{"start": 12.0, "end": 14.5, "words": 4}])
+    assert c["speech_s"] == 20.0
+    assert c["without_words_s"] == pytest.approx(10.5)
+    assert c["without_words_ratio"] == pytest.approx(0.525)
+    assert c["stretches_without_words"] == [[9.5, 20.0]]
+    assert (c["redecoded"], c["redecoded_s"], c["redecoded_words"]) == (1, 2.5, 4)
+    assert coverage([], [])["without_words_ratio"] == 0.0
+
+
+# -- the second pass's clips and merge ----------------------------------------------------------------------
+def test_redecode_windows_cover_each_gap_in_clips_of_at_most_30s_never_over_a_word():
+    span = Span(0, 100.0, 200.0)
+    sr = 16000
+    regions = [{"start": 0, "end": 20 * sr}, {"start": 20 * sr, "end": 45 * sr}, {"start": 50 * sr, "end": 80 * sr}]
+    segments = [Segment(100.2, 105.0, "a", None, [word(100.2, 100.6), word(104.5, 105.0)])]
+    clips = redecode_windows(span, regions, segments)
+    assert clips, "the speech after 105.5 s has no word"
+    assert all(b - a <= 30.0 + 1e-6 for a, b in clips)
+    words = [w for s in segments for w in s.words]
+    assert all(b <= w.start or a >= w.end for a, b in clips for w in words)  # never over a word
+    assert clips[-1][1] <= 180.5  # the speech ends at 180 s; a clip reaches at most 0.5 s past it
+    covered = union(clips)
+    for s, e in [(101.1, 104.0), (105.5, 145.0), (150.0, 180.0)]:  # every bit of uncovered speech is in a clip
+        assert any(a <= s and e <= b for a, b in covered), (s, e, covered)
+    assert redecode_windows(span, regions, segments, min_s=1000.0) == []
+
+
+def test_recovered_words_go_between_the_batched_words_in_time_order():
+    batched = Segment(26.19, 51.71, "x", None, [word(26.2, 26.6, " For"), word(35.2, 35.99, " process,"),
+                                                word(36.53, 39.93, " the"), word(44.19, 44.57, " of")])
+    recovered = Segment(36.45, 43.19, "Well, there.", None, [word(36.45, 36.8, " Well,"), word(36.9, 43.19, " there.")])
+    merged = _interleave(_without_stretched([batched], [(35.99, 44.19)]), [recovered])
+    texts = [w.text for s in merged for w in s.words]
+    assert texts == [" For", " process,", " Well,", " there.", " of"]  # the stretched " the" is replaced
+    starts = [w.start for s in merged for w in s.words]
+    assert starts == sorted(starts)
+    assert [s.text for s in merged] == ["For process,", "Well, there.", "of"]
+    # a clip that found nothing leaves the batched words alone
+    assert [w.text for s in _without_stretched([batched], []) for w in s.words] == [w.text for w in batched.words]
+
+
+def test_a_chunk_keeps_what_was_decoded_again_through_its_checkpoint(tmp_path):
+    from tasks.checkpoint import ChunkCheckpoint
+    from tasks.oom import RunState
+    from tasks.result import ChunkEvent
+
+    chunk = ChunkResult(0, 0.0, 60.0, [Segment(1.0, 2.0, "hi", None, [word(1.0, 2.0)])], "en", 0.9, 3.0, "cpu",
+                        "int8", 8, redecoded=[{"start": 30.0, "end": 35.0, "words": 7}], redecode_seconds=0.4)
+    checkpoint = ChunkCheckpoint(tmp_path)
+    checkpoint.record(ChunkEvent(chunk, RunState("cpu", "int8", 240.0, 8), []))
+    resumed = checkpoint.resume().chunks
+    assert resumed == [chunk]
+    old = chunk.to_dict()
+    del old["redecoded"], old["redecode_seconds"]  # a checkpoint written before the second pass
+    assert ChunkResult.from_dict(old).redecoded == []
+
+
+# -- on real speech -------------------------------------------------------------------------------------------
+def test_second_pass_gives_words_to_turns_the_batched_pass_dropped(three_voices, tiny_settings):
+    """Reference speech (the built file's exact RTTM) without words: the batched pass alone vs with the second
+    pass, same model, same plan; the recovered words make the text closer to the reference."""
+    from tasks.audio import decode
+    from tasks.chunking import make_plan
+    from tasks.evaluation import read_rttm, read_stm, word_errors
+    from tasks.transcription import transcribe_plan
+
+    audio = decode(three_voices)
+    plan = make_plan(audio, tiny_settings)
+    speech = [(t.start, t.end) for t in read_rttm(three_voices.with_suffix(".rttm"))]
+    reference = " ".join(u.text for u in read_stm(three_voices.with_suffix(".stm")))
+    results = {}
+    for name, min_s in (("batched", 0.0), ("second pass", 1.0)):
+        run = transcribe_plan(audio, plan, tiny_settings.replace(redecode_min_s=min_s, diarize=False))
+        words = [w for s in run.segments for w in s.words]
+        assert [w.start for w in words] == sorted(w.start for w in words)
+        redecoded = [r for c in run.chunks for r in c.redecoded]
+        results[name] = (coverage(speech, [(w.start, w.end) for w in words], redecoded),
+                         word_errors(reference, " ".join(s.text for s in run.segments)).rate)
+    (before, wer_before), (after, wer_after) = results["batched"], results["second pass"]
+    assert before["redecoded"] == 0
+    assert after["without_words_ratio"] <= 0.03, after
+    assert after["without_words_s"] <= before["without_words_s"]
+    if before["without_words_s"] > 0:  # what tiny.en dropped was decoded again and found words
+        assert after["redecoded"] >= 1 and after["redecoded_words"] > 0
+        assert wer_after < wer_before
+
+
+def test_transcript_records_its_coverage_against_the_diarization(three_voices, tiny_settings):
+    from tasks.pipeline import transcribe_file
+
+    transcript = transcribe_file(three_voices, tiny_settings)
+    c = transcript.coverage
+    assert c["speech_source"] == "diarization"
+    assert 55.0 < c["speech_s"] < 75.0  # 67.8 s of reference speech
+    assert c["without_words_ratio"] <= 0.03, c
+    assert {"redecoded", "redecoded_s", "redecoded_words", "stretches_without_words"} <= set(c)
+    assert sum(e - s for s, e in c["stretches_without_words"]) == pytest.approx(c["without_words_s"], abs=0.02)
+    from tasks.result import Transcript
+
+    assert Transcript.from_json(transcript.to_json()).coverage == c
