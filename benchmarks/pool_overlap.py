@@ -1,0 +1,87 @@
+"""Two files dropped together into a real `make run`: wall time with 1 vs N heavy-task slots on the CPU.
+
+    .venv/bin/python benchmarks/pool_overlap.py [--slots 1 2] [--model base] [--json artifacts/pool_overlap.json]
+
+For each slot count the embedded Airflow (``tests/airflow_harness``) starts on a fresh data root with
+``SECURETRANSCRIBE_CPU_HEAVY_TASKS=<slots>`` (CPU threads: cores ÷ slots), two corpus files are dropped into
+the inbox at once, and the time from the drop until both processing runs finished is measured, with each
+heavy task's own duration (from the Airflow API) and how long transcribe/diarize tasks ran side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common import airflow_harness, default_corpus, machine, write_json
+
+PROCESS = "securetranscribe_process"
+HEAVY = ("transcribe", "diarize")
+
+
+def _t(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def overlap(spans: list[tuple[float, float]]) -> float:
+    """Seconds during which at least two of the spans ran at once."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running, since, total = 0, 0.0, 0.0
+    for t, step in edges:
+        if running >= 2:
+            total += t - since
+        running += step
+        since = t
+    return total
+
+
+def measure(slots: int, files: list[Path], model: str) -> dict[str, Any]:
+    harness = airflow_harness()
+    with tempfile.TemporaryDirectory(prefix="pool-overlap-") as tmp, harness.running_airflow(
+            Path(tmp), SECURETRANSCRIBE_MODEL=model, SECURETRANSCRIBE_CPU_HEAVY_TASKS=str(slots),
+            SECURETRANSCRIBE_FORMATS="txt,json", SECURETRANSCRIBE_INBOX_STABLE_S="1") as af:
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        for f in files:
+            shutil.copyfile(f, staging / f.name)
+        t0 = time.time()
+        for f in files:  # a rename into the inbox: both appear at once, complete
+            (staging / f.name).rename(af.settings_home / "inbox" / f.name)
+        runs = af.wait_for_runs(PROCESS, count=len(files), timeout=3600)
+        wall = max(_t(r["end_date"]) for r in runs) - t0
+        tasks, spans = [], []
+        for r in runs:
+            for ti in af.task_instances(PROCESS, r["dag_run_id"]):
+                if ti["task_id"] in HEAVY and ti["start_date"] and ti["end_date"]:
+                    s, e = _t(ti["start_date"]), _t(ti["end_date"])
+                    spans.append((s, e))
+                    tasks.append({"run": r["dag_run_id"], "task": ti["task_id"], "seconds": round(e - s, 1),
+                                  "start": round(s - t0, 1)})
+        return {"slots": slots, "states": sorted(r["state"] for r in runs), "wall_s": round(wall, 1),
+                "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--files", nargs="+", default=["ami/dev00.flac", "ami/trn04.flac"])
+    parser.add_argument("--json", type=Path, default=Path("artifacts/pool_overlap.json"))
+    args = parser.parse_args()
+    files = [default_corpus() / f for f in args.files]
+    results = []
+    for slots in args.slots:
+        results.append(measure(slots, files, args.model))
+        print(f"slots={slots}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
+              f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}", flush=True)
+    write_json(args.json, {"machine": machine(), "model": args.model, "files": args.files, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
