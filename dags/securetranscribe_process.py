@@ -10,6 +10,9 @@ exports (one task per format) → finalize.
 - Outputs: `$SECURETRANSCRIBE_HOME/outbox/<stem>/<stem>.<format>`.
 - Success: the original moves to `archive/YYYY/MM/DD/`. Failure: it moves to `quarantine/<run id>/`
   with a `reason.json`, and the run fails.
+- The run's note names the file and, once it ends, its outcome or the quarantine reason in one line. A run
+  triggered here without a run id is named `file__<name>__manual_…`. Each archived file emits an event of
+  the asset `securetranscribe/transcripts` (run id, file, outputs, language, duration, speakers).
 - Conf: `path`, and any per-run option (`model`, `language`, `formats`, `num_speakers`, `min_speakers`,
   `max_speakers`, `hotwords`, `initial_prompt`, `multilingual`, `diarize`, `speaker_names`, `csv_bom`,
   `csv_formula_guard`, `reprocess`); unset options take the settings' values.
