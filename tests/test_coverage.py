@@ -60,7 +60,8 @@ def test_a_word_stretched_over_a_lost_turn_covers_nothing():
 
 
 def test_coverage_reports_speech_missing_words_and_what_was_decoded_again():
-    c = coverage([(0, 10), (5, 20)], [(0.2 + 0.8 * i, 1.0 + 0.8 * i) for i in range(11)], [{"start": 12.0, "end": 14.5, "words": 4}])
+    words = [(0.2 + 0.8 * i, 1.0 + 0.8 * i) for i in range(11)]  # up to 9 s
+    c = coverage([(0, 10), (5, 20)], words, [{"start": 12.0, "end": 14.5, "words": 4}])
     assert c["speech_s"] == 20.0
     assert c["without_words_s"] == pytest.approx(10.5)
     assert c["without_words_ratio"] == pytest.approx(0.525)
@@ -142,9 +143,9 @@ def test_second_pass_gives_words_to_turns_the_batched_pass_dropped(three_voices,
     assert before["redecoded"] == 0
     assert after["without_words_ratio"] <= 0.03, after
     assert after["without_words_s"] <= before["without_words_s"]
-    if before["without_words_s"] > 0:  # what tiny.en dropped was decoded again and found words
-        assert after["redecoded"] >= 1 and after["redecoded_words"] > 0
-        assert wer_after < wer_before
+    assert before["without_words_ratio"] > 0.1, before  # tiny.en alone drops whole turns here (35 %, 24 s)
+    assert after["redecoded"] >= 1 and after["redecoded_words"] > 0
+    assert wer_after < wer_before
 
 
 def test_transcript_records_its_coverage_against_the_diarization(three_voices, tiny_settings):
