@@ -274,6 +274,7 @@ def test_inbox_file_goes_before_queued_archive_files(af, archive, jfk_audio, fir
 
 def test_a_backfill_conf_reaches_every_file_of_the_interval(af, archive, jfk_audio, first_backfill):
     """Every per-run option of the archive DAG's conf is passed on: hotwords, diarize, speaker names."""
+    wait_backfills_done(af)  # an earlier test's backfill may still be open: create_backfill would reuse it
     write_clip(jfk_audio, 0, 11, archive / "2024/05/01" / "options.wav")
     conf = {"hotwords": "Kennedy", "diarize": False, "speaker_names": {"SPEAKER_00": "JFK"}, "formats": ["json", "txt"]}
     create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-05-01T00:00:00Z", "to_date": "2024-05-01T00:00:00Z",
