@@ -57,6 +57,7 @@ class TranscriptionOptions:
     word_timestamps: bool = True
     multilingual: bool = False
     redecode_min_s: float = 1.0
+    region_level_dbfs: float | None = -20.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TranscriptionOptions:
@@ -68,6 +69,7 @@ class TranscriptionOptions:
             no_speech_threshold=settings.no_speech_threshold,
             multilingual=settings.multilingual,
             redecode_min_s=settings.redecode_min_s,
+            region_level_dbfs=settings.region_level_dbfs,
         )
 
 
@@ -144,6 +146,27 @@ def _file_vad(regions: list[dict[str, int]]) -> Iterator[None]:
         fw.get_speech_timestamps = original
 
 
+MAX_GAIN_DB = 24.0
+"""Quiet regions are raised by at most this much (noise is not made speech)."""
+
+
+def span_audio(audio: np.ndarray, span: Span, regions: list[dict[str, int]], level_dbfs: float | None) -> np.ndarray:
+    """``audio[span]``, each speech region (span-relative samples) brought to ``level_dbfs`` RMS (None: as is).
+
+    Whisper transcribes the foreground speaker of its 30-s window: a quiet voice decoded in one group with a
+    loud one is taken for background speech and dropped. Levelling each VAD region costs nothing."""
+    piece = np.array(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], dtype=np.float32)
+    if level_dbfs is None:
+        return piece
+    target, most = 10 ** (level_dbfs / 20), 10 ** (MAX_GAIN_DB / 20)
+    for r in regions:
+        part = piece[r["start"]:r["end"]]
+        rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64)))) if len(part) else 0.0
+        if rms > 0:
+            np.clip(part * min(target / rms, most), -1.0, 1.0, out=part)
+    return piece
+
+
 def transcribe_span(
     model: Any, audio: np.ndarray, span: Span, regions: list[dict[str, int]], options: TranscriptionOptions,
     batch_size: int = 8, language: str | None = None,
@@ -154,7 +177,7 @@ def transcribe_span(
 
     if not regions:
         return [], None, None
-    piece = np.ascontiguousarray(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], np.float32)
+    piece = span_audio(audio, span, regions, options.region_level_dbfs)
     with _file_vad(regions):
         raw, info = BatchedInferencePipeline(model).transcribe(
             piece,
@@ -227,28 +250,31 @@ def redecode_gaps(
     clips = redecode_windows(span, regions, segments, options.redecode_min_s)
     if not clips:
         return segments, []
-    piece = np.ascontiguousarray(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], np.float32)
-    raw, _ = BatchedInferencePipeline(model).transcribe(
-        piece,
-        language=language or options.language,
-        beam_size=options.beam_size,
-        initial_prompt=options.initial_prompt,
-        hotwords=options.hotwords,
-        word_timestamps=True,
-        multilingual=options.multilingual,
-        vad_filter=False,
-        clip_timestamps=[{"start": a - span.start, "end": b - span.start} for a, b in clips],
-        batch_size=batch_size,
-    )
-    found = [_to_segment(s, span) for s in raw if not _is_non_speech(s, options)]
+    piece = span_audio(audio, span, regions, options.region_level_dbfs)
+    common = {"language": language or options.language, "beam_size": options.beam_size,
+              "initial_prompt": options.initial_prompt, "hotwords": options.hotwords, "word_timestamps": True,
+              "multilingual": options.multilingual, "batch_size": batch_size}
+    by_clip: dict[Interval, list[Segment]] = {c: [] for c in clips}
+    relative = [{"start": a - span.start, "end": b - span.start} for a, b in clips]  # each clip its own window
+    raw, _ = BatchedInferencePipeline(model).transcribe(piece, vad_filter=False, clip_timestamps=relative, **common)
+    _collect(by_clip, [_to_segment(s, span) for s in raw if not _is_non_speech(s, options)])
     records = []
     recovered: list[Segment] = []
-    for a, b in clips:  # clips do not overlap: a segment belongs to the one its middle is in
-        inside = [s for s in found if s.text and a <= (s.start + s.end) / 2 < b]
-        recovered += inside
-        records.append({"start": a, "end": b, "words": sum(len(s.words) for s in inside)})
+    for a, b in clips:
+        recovered += by_clip[(a, b)]
+        records.append({"start": a, "end": b, "words": sum(len(s.words) for s in by_clip[(a, b)])})
     replaced = [(a, b) for (a, b), r in zip(clips, records) if r["words"]]
     return _interleave(_without_stretched(segments, replaced), recovered), records
+
+
+def _collect(by_clip: dict[Interval, list[Segment]], found: list[Segment]) -> None:
+    """Each word of ``found`` to the clip its middle is in (clips do not overlap), one segment per clip."""
+    for clip in by_clip:
+        a, b = clip
+        words = [w for s in found for w in s.words if a <= (w.start + w.end) / 2 < b]
+        if words:
+            text = "".join(w.text for w in words).strip()
+            by_clip[clip] = [Segment(start=words[0].start, end=words[-1].end, text=text, words=words)]
 
 
 def _without_stretched(segments: list[Segment], clips: list[Interval]) -> list[Segment]:

@@ -118,6 +118,30 @@ def test_a_chunk_keeps_what_was_decoded_again_through_its_checkpoint(tmp_path):
     assert ChunkResult.from_dict(old).redecoded == []
 
 
+def test_each_speech_region_is_levelled_before_decoding_and_silence_is_left_alone():
+    import numpy as np
+
+    from tasks.transcription import span_audio
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    audio = np.concatenate([0.5 * tone, np.zeros(sr, np.float32), 0.01 * tone, 1e-4 * tone]).astype(np.float32)
+    span = Span(0, 0.0, 4.0)
+    regions = [{"start": 0, "end": sr}, {"start": 2 * sr, "end": 3 * sr}, {"start": 3 * sr, "end": 4 * sr}]
+
+    def dbfs(x):
+        return 20 * np.log10(np.sqrt(np.mean(np.square(x))))
+
+    levelled = span_audio(audio, span, regions, -20.0)
+    assert dbfs(levelled[:sr]) == pytest.approx(-20.0, abs=0.1)  # loud voice lowered
+    assert dbfs(levelled[2 * sr:3 * sr]) == pytest.approx(-20.0, abs=0.1)  # quiet voice raised
+    assert dbfs(levelled[3 * sr:]) == pytest.approx(dbfs(audio[3 * sr:]) + 24.0, abs=0.1)  # at most +24 dB
+    assert not levelled[sr:2 * sr].any()
+    assert np.array_equal(span_audio(audio, span, regions, None), audio)
+    assert dbfs(audio[2 * sr:3 * sr]) < -40  # the input is not changed
+
+
 # -- on real speech -------------------------------------------------------------------------------------------
 def test_second_pass_gives_words_to_turns_the_batched_pass_dropped(three_voices, tiny_settings):
     """Reference speech (the built file's exact RTTM) without words: the batched pass alone vs with the second
