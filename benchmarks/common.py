@@ -177,3 +177,98 @@ def _read(path: str) -> str:
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+# -- built multi-speaker files (issue 13): whole utterances of different voices, one after another ----------
+@dataclass(frozen=True)
+class Clip:
+    """One whole utterance: a speaker, its audio (file and span in seconds) and its exact transcript."""
+
+    speaker: str
+    path: str  # relative to the corpus, or "pyannote-sample"
+    text: str
+    start: float = 0.0
+    end: float | None = None
+
+
+def _read_clip(name: str) -> Clip:
+    """A read utterance of ``speech/read`` (``ljspeech_…`` or ``cmuarctic_…``), or ``jfk``."""
+    corpus = default_corpus()
+    if name == "jfk":
+        return Clip("jfk", "speech/jfk.flac", (corpus / "speech/jfk.txt").read_text(encoding="utf-8").strip())
+    speaker = "lj" if name.startswith("ljspeech") else "arctic"
+    return Clip(speaker, f"speech/read/{name}.wav", (corpus / f"speech/read/{name}.txt").read_text(
+        encoding="utf-8").strip())
+
+
+def _sample_clip(speaker: str, start: float, end: float, text: str) -> Clip:
+    return Clip(speaker, PYANNOTE_SAMPLE, text, start, end)
+
+
+BUILT_LEVELS_DBFS = {"lj": -20.0, "jfk": -34.0, "sheila": -26.0, "arctic": -30.0, "diane": -23.0}
+"""RMS level of each voice in the built files: recording conditions and levels differ on purpose."""
+
+
+def built_files() -> dict[str, tuple[list[Clip], float]]:
+    """The built multi-speaker files: their utterances in order and the pause between two of them (s).
+
+    Studio read speech (LJ Speech, CMU ARCTIC), an old broadcast (jfk) and a telephone call (the pyannote
+    sample's Diane and Sheila), each at its own level, with short pauses so that faster-whisper's VAD groups
+    mix voices."""
+    sheila_1 = _sample_clip("sheila", 14.40, 17.80, "And I'm Sheila in Texas, originally from Chicago.")
+    sheila_2 = _sample_clip("sheila", 21.90, 28.43, "Well, there isn't that much difference. At least you know, "
+                            "they all call me a Yankee down here, so what can I say?")
+    diane_1 = _sample_clip("diane", 12.45, 14.25, "This is Diane in New Jersey.")
+    diane_2 = _sample_clip("diane", 20.12, 21.55, "I'm in New Jersey now though.")
+    r = _read_clip
+    return {
+        "three_voices": ([r("ljspeech_LJ001-0001"), r("jfk"), sheila_1, r("ljspeech_LJ001-0003"), sheila_2,
+                          r("ljspeech_LJ001-0005"), r("jfk"), r("ljspeech_LJ001-0007")], 0.6),
+        "four_voices": ([r("cmuarctic_a0024"), r("ljspeech_LJ001-0009"), diane_1, sheila_1, r("ljspeech_LJ001-0010"),
+                         r("cmuarctic_a0024"), diane_2, r("ljspeech_LJ001-0012"), sheila_2, r("ljspeech_LJ001-0014")],
+                        0.4),
+    }
+
+
+def clip_audio(clip: Clip) -> Any:
+    """The utterance's samples (16 kHz mono float32) at its voice's level."""
+    import numpy as np
+
+    from tasks.audio import SAMPLE_RATE, decode
+
+    path = pyannote_sample() if clip.path == PYANNOTE_SAMPLE else default_corpus() / clip.path
+    audio = decode(path)
+    end = len(audio) if clip.end is None else round(clip.end * SAMPLE_RATE)
+    piece = np.asarray(audio[round(clip.start * SAMPLE_RATE):end], dtype=np.float32)
+    rms = float(np.sqrt(np.mean(piece ** 2))) or 1.0
+    return np.clip(piece * (10 ** (BUILT_LEVELS_DBFS[clip.speaker] / 20) / rms), -1.0, 1.0)
+
+
+def build_multispeaker(name: str, out_dir: Path) -> Path:
+    """Write ``<name>.wav`` with its exact ``.rttm`` and ``.stm`` (one line per utterance) into ``out_dir``."""
+    import wave
+
+    import numpy as np
+
+    from tasks.audio import SAMPLE_RATE
+
+    clips, pause = built_files()[name]
+    gap = np.zeros(round(pause * SAMPLE_RATE), dtype=np.float32)
+    pieces, rttm, stm, t = [gap], [], [], pause
+    for clip in clips:
+        audio = clip_audio(clip)
+        seconds = len(audio) / SAMPLE_RATE
+        rttm.append(f"SPEAKER {name} 1 {t:.3f} {seconds:.3f} <NA> <NA> {clip.speaker} <NA> <NA>")
+        stm.append(f"{name} 1 {clip.speaker} {t:.3f} {t + seconds:.3f} {clip.text}")
+        pieces += [audio, gap]
+        t += seconds + pause
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wav = out_dir / f"{name}.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.concatenate(pieces) * 32767).astype("<i2").tobytes())
+    wav.with_suffix(".rttm").write_text("\n".join(rttm) + "\n", encoding="utf-8")
+    wav.with_suffix(".stm").write_text("\n".join(stm) + "\n", encoding="utf-8")
+    return wav

@@ -15,6 +15,14 @@ and the pyannote sample. Every audio file with a reference next to it (same stem
 the merge's rules (speaker fragments of one or two words inside a sentence, pauses inside segments, cues under
 1 s, cpWER) and reports the pauses between words by whether the reference speaker changes.
 
+``--coverage`` (issue 13 part 1) measures speech without words: stretches of 1 s or more where the diarization
+has a speaker and no word lies within 0.5 s (words stretched over more than 2 s by the alignment count as none),
+for bare batched faster-whisper over the whole file and for the pipeline (chunk plan and second pass) in the
+same run, with both transcription times; cpWER of both on files with an STM, and the WER of the same
+utterances transcribed one by one; WER of both on single-speaker files. PATH may be ``built`` (the multi-speaker
+files of ``common.built_files``, built from the corpus into ``--build-dir``) or ``long-meeting`` (the corpus's
+``make_long.py`` meeting, 20 min).
+
 Prints a table and writes all numbers, the settings and the machine to a JSON file.
 """
 
@@ -121,6 +129,132 @@ def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, c
     return out
 
 
+def coverage_item(item: Item, settings: Any, params: Any, speech_from: str = "diarization") -> dict[str, Any]:
+    """Speech without words, times and word errors: bare batched faster-whisper vs the pipeline, same run.
+
+    ``speech_from``: where the speech is (``diarization``, the ``reference`` RTTM, or the ``vad``)."""
+    import numpy as np
+    from faster_whisper import BatchedInferencePipeline
+
+    from tasks.assemble import segment_rules
+    from tasks.audio import decode
+    from tasks.chunking import Span, make_plan
+    from tasks.coverage import coverage, union
+    from tasks.devices import cpu_threads
+    from tasks.diarization import diarize
+    from tasks.evaluation import cp_wer, read_rttm, read_stm, read_text_reference, speaker_texts, word_errors
+    from tasks.merge import merge
+    from tasks.result import Segment
+    from tasks.transcription import _to_segment, initial_state, load_model, resolve_model, transcribe_plan
+
+    audio = decode(item.audio)
+    duration = len(audio) / 16000
+    out: dict[str, Any] = {"file": _display(item.audio), "duration": round(duration, 2)}
+    state = initial_state(settings, settings.chunk_target_s)
+    model = load_model(resolve_model(settings.model, settings.models_dir), state.device, state.compute_type,
+                       cpu_threads(settings.cpu_threads))
+    plan = make_plan(audio, settings)
+    def bare(piece: Any, language: str | None = settings.language) -> list[Segment]:
+        raw, _ = BatchedInferencePipeline(model).transcribe(
+            piece, language=language, beam_size=settings.beam_size, word_timestamps=True, vad_filter=True,
+            batch_size=settings.batch_size)
+        whole = Span(0, 0.0, len(piece) / 16000)
+        return [_to_segment(r, whole) for r in raw]
+
+    t0 = time.perf_counter()
+    bare_segments = bare(audio)
+    bare_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run = transcribe_plan(audio, plan, settings)
+    ours_s = time.perf_counter() - t0
+    redecoded = [r for c in run.chunks for r in c.redecoded]
+    out["seconds"] = {"bare": round(bare_s, 2), "pipeline": round(ours_s, 2),
+                      "second_pass": round(sum(c.redecode_seconds for c in run.chunks), 2)}
+    out["time_ratio"] = round(ours_s / bare_s, 3) if bare_s else None
+    variants = {"bare": bare_segments, "pipeline": run.segments}
+
+    def words_of(segs: Any) -> list[tuple[float, float]]:
+        return [(w.start, w.end) for s in segs for w in s.words]
+
+    if item.rttm:  # against the exact reference too (independent of the diarization's errors)
+        reference = [(t.start, t.end) for t in read_rttm(item.rttm)]
+        out["reference_without_words_ratio"] = {
+            name: coverage(reference, words_of(segs))["without_words_ratio"] for name, segs in variants.items()}
+    print(f"  {out['file']}: transcribed {out['seconds']}, ratio {out['time_ratio']}, "
+          f"{out.get('reference_without_words_ratio', '')}", file=sys.stderr, flush=True)
+
+    turns = None
+    if settings.diarize:
+        t0 = time.perf_counter()
+        result = diarize(audio, settings, params=params)
+        out["seconds"]["diarize"] = round(time.perf_counter() - t0, 2)
+        turns = result.turns
+    if speech_from == "diarization" and turns is not None:
+        speech, source = [(t.start, t.end) for t in turns], "diarization"
+    elif speech_from == "reference" and item.rttm:
+        speech, source = [(t.start, t.end) for t in read_rttm(item.rttm)], "reference"
+    else:
+        speech, source = [(s / 16000, e / 16000) for s, e in plan.regions], "vad"
+    out["speech_source"] = source
+    for name, segs in variants.items():
+        cov = coverage(speech, words_of(segs), redecoded if name == "pipeline" else (), source=source)
+        cov["without_words_s_plain"] = coverage(speech, words_of(segs), max_word_s=float("inf"))["without_words_s"]
+        cov["words"] = [[round(a, 3), round(b, 3)] for a, b in words_of(segs)]  # to measure against other speech
+        out[name] = cov
+    ref_speakers, ref_text = None, None
+    if item.stm:
+        utterances = read_stm(item.stm)
+        ref_speakers, ref_text = speaker_texts(utterances), " ".join(u.text for u in utterances)
+        one_by_one = []
+        for u in utterances:
+            one_by_one += bare(np.ascontiguousarray(audio[round(u.start * 16000):round(u.end * 16000)]),
+                               run.language)
+        out["wer_one_by_one"] = word_errors(ref_text, " ".join(s.text for s in one_by_one)).rate
+    elif item.txt:
+        ref_text, ref_speakers = read_text_reference(item.txt)
+    for name, segs in variants.items():
+        if ref_text is not None:
+            out[name]["wer"] = word_errors(ref_text, " ".join(s.text for s in segs)).rate
+        if ref_speakers and turns is not None:
+            merged = merge(copy.deepcopy(list(segs)), result.exclusive or turns, turns, segment_rules(settings))
+            out[name]["cpwer"] = cp_wer(ref_speakers, _speaker_texts(merged))["cpwer"]
+    out["speech_s_vad"] = round(sum(e - s for s, e in union((s / 16000, e / 16000) for s, e in plan.regions)), 2)
+    return out
+
+
+def coverage_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals of ``--coverage``: speech without words and transcription time, bare vs pipeline."""
+    out: dict[str, Any] = {"files": len(rows)}
+    for name in ("bare", "pipeline"):
+        speech = sum(r[name]["speech_s"] for r in rows)
+        missing = sum(r[name]["without_words_s"] for r in rows)
+        out[name] = {"speech_s": round(speech, 1), "without_words_s": round(missing, 1),
+                     "without_words_ratio": round(missing / speech, 4) if speech else 0.0,
+                     "worst_ratio": max((r[name]["without_words_ratio"] for r in rows), default=0.0),
+                     "seconds": round(sum(r["seconds"][name] for r in rows), 1)}
+    bare_s = out["bare"]["seconds"]
+    out["time_ratio"] = round(out["pipeline"]["seconds"] / bare_s, 3) if bare_s else None
+    return out
+
+
+def print_coverage(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    head = (f"{'file':30s} {'dur':>6s} {'speech':>7s} {'bare%':>6s} {'ours%':>6s} {'redec':>5s} {'bare s':>7s} "
+            f"{'ours s':>7s} {'ratio':>5s} {'WERb':>5s} {'WERo':>5s} {'cpWb':>5s} {'cpWo':>5s} {'1by1':>5s}")
+    print(head)
+    print("-" * len(head))
+
+    def f(v: Any) -> str:
+        return f"{v:5.3f}" if isinstance(v, float) else "    -"
+
+    for r in rows:
+        b, o = r["bare"], r["pipeline"]
+        print(f"{r['file'][-30:]:30s} {r['duration']:6.0f} {o['speech_s']:7.1f} {100 * b['without_words_ratio']:6.1f} "
+              f"{100 * o['without_words_ratio']:6.1f} {o['redecoded']:5d} {r['seconds']['bare']:7.1f} "
+              f"{r['seconds']['pipeline']:7.1f} {r['time_ratio']:5.2f} {f(b.get('wer'))} {f(o.get('wer'))} "
+              f"{f(b.get('cpwer'))} {f(o.get('cpwer'))} {f(r.get('wer_one_by_one'))}")
+    print(f"\ntotals: {summary}")
+
+
 def _speaker_texts(segments: Any) -> dict[str, str]:
     by_speaker: dict[str, list[str]] = {}
     for seg in segments:
@@ -207,6 +341,28 @@ def segment_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"gaps_{kind}"] = {
                 "n": len(gaps), **{f"p{q}": gaps[min(len(gaps) - 1, int(q / 100 * len(gaps)))] for q in (50, 90, 99)},
                 **{f"over_{t:g}s": round(sum(g > t for g in gaps) / len(gaps), 4) for t in (0.5, 0.75, 1.0, 1.5, 2.0)}}
+    return out
+
+
+def _build(paths: list[str], build_dir: Path | None) -> list[str]:
+    """``built`` and ``long-meeting`` replaced by the files built from the corpus (never committed)."""
+    import subprocess
+    import tempfile
+
+    from common import build_multispeaker, built_files
+
+    where = build_dir or Path(tempfile.mkdtemp(prefix="securetranscribe-built-"))
+    out: list[str] = []
+    for p in paths:
+        if p == "built":
+            out += [str(build_multispeaker(name, where)) for name in built_files()]
+        elif p == "long-meeting":
+            if not (where / "long_meeting.wav").is_file():
+                subprocess.run([sys.executable, str(default_corpus() / "make_long.py"), str(where), "--minutes", "20"],
+                               check=True, capture_output=True)
+            out.append(str(where / "long_meeting.wav"))
+        else:
+            out.append(p)
     return out
 
 
@@ -305,12 +461,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", action="store_true", help="also transcribe files with only an RTTM and "
                         "report segments and cues before/after the merge's rules (speaker fragments, pauses, "
                         "short cues, cpWER) and the pauses between words")
+    parser.add_argument("--coverage", action="store_true", help="speech without words, bare batched faster-whisper "
+                        "vs the pipeline (second pass), times, cpWER and one-by-one WER (issue 13 part 1)")
+    parser.add_argument("--speech", choices=("diarization", "reference", "vad"), default="diarization",
+                        help="--coverage: where the speech is (default: the diarization's turns)")
+    parser.add_argument("--build-dir", type=Path, default=None, help="where 'built' and 'long-meeting' are "
+                        "written (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "evaluate.json", help="JSON output")
     args = parser.parse_args(argv)
 
     from tasks.settings import Settings
 
     paths = args.paths or [str(default_corpus()), PYANNOTE_SAMPLE]
+    if "built" in paths or "long-meeting" in paths:
+        paths = _build(paths, args.build_dir)
     items = discover(paths)
     if not items:
         raise SystemExit("no audio file with a reference (.rttm, .stm or .txt next to it) found")
@@ -319,6 +483,20 @@ def main(argv: list[str] | None = None) -> int:
     collars = [float(c) for c in args.collars.split(",")]
     started = machine()
     rows = []
+    if args.coverage:
+        for item in items:
+            rows.append(coverage_item(item, settings, params, args.speech))
+            print(f"  {rows[-1]['file']}: {rows[-1]['seconds']}", file=sys.stderr, flush=True)
+        summary = coverage_summary(rows)
+        print_coverage(rows, summary)
+        write_json(args.json, {
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "machine": started, "load_average_end": machine()["load_average"], "model": args.model,
+            "settings": {"redecode_min_s": settings.redecode_min_s, "batch_size": settings.batch_size},
+            "speech": args.speech,
+            "files": rows, "summary": summary})
+        print(f"\nJSON: {args.json}")
+        return 0
     for item in items:
         row = evaluate_item(item, settings, params, transcribe=not args.no_transcribe, collars=collars,
                             oracle_speakers=args.oracle_speakers, segments=args.segments)
