@@ -57,7 +57,7 @@ class TranscriptionOptions:
     word_timestamps: bool = True
     multilingual: bool = False
     redecode_min_s: float = 1.0
-    region_level_dbfs: float | None = -20.0
+    region_level_dbfs: float = -20.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TranscriptionOptions:
@@ -150,20 +150,21 @@ MAX_GAIN_DB = 24.0
 """Quiet regions are raised by at most this much (noise is not made speech)."""
 
 
-def span_audio(audio: np.ndarray, span: Span, regions: list[dict[str, int]], level_dbfs: float | None) -> np.ndarray:
-    """``audio[span]``, each speech region (span-relative samples) brought to ``level_dbfs`` RMS (None: as is).
+def span_audio(audio: np.ndarray, span: Span, regions: list[dict[str, int]], level_dbfs: float) -> np.ndarray:
+    """``audio[span]``, each speech region (span-relative samples) brought to ``level_dbfs`` RMS (0: as is),
+    as far as its peak allows (never clipped).
 
     Whisper transcribes the foreground speaker of its 30-s window: a quiet voice decoded in one group with a
     loud one is taken for background speech and dropped. Levelling each VAD region costs nothing."""
     piece = np.array(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], dtype=np.float32)
-    if level_dbfs is None:
+    if level_dbfs >= 0:
         return piece
     target, most = 10 ** (level_dbfs / 20), 10 ** (MAX_GAIN_DB / 20)
     for r in regions:
         part = piece[r["start"]:r["end"]]
         rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64)))) if len(part) else 0.0
-        if rms > 0:
-            np.clip(part * min(target / rms, most), -1.0, 1.0, out=part)
+        if rms > 0:  # never clipped: a region's peak stays below full scale
+            part *= min(target / rms, most, max(1.0, 0.99 / float(np.max(np.abs(part)))))
     return piece
 
 

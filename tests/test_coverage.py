@@ -138,7 +138,10 @@ def test_each_speech_region_is_levelled_before_decoding_and_silence_is_left_alon
     assert dbfs(levelled[2 * sr:3 * sr]) == pytest.approx(-20.0, abs=0.1)  # quiet voice raised
     assert dbfs(levelled[3 * sr:]) == pytest.approx(dbfs(audio[3 * sr:]) + 24.0, abs=0.1)  # at most +24 dB
     assert not levelled[sr:2 * sr].any()
-    assert np.array_equal(span_audio(audio, span, regions, None), audio)
+    assert np.array_equal(span_audio(audio, span, regions, 0.0), audio)
+    clicked = audio.copy()
+    clicked[2 * sr + 100] = 0.5  # a click in the quiet region: raised only as far as its peak allows
+    assert np.abs(span_audio(clicked, span, regions, -20.0)).max() <= 0.99
     assert dbfs(audio[2 * sr:3 * sr]) < -40  # the input is not changed
 
 
