@@ -67,12 +67,23 @@ class _FCM(nn.Module):
 
 
 def _fused(conv: nn.Module, bn: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """Fold an eval-mode BatchNorm into the convolution before it: (fused conv, Identity)."""
+    """Fold an eval-mode BatchNorm into the convolution before it, in place: (fused conv, Identity).
+
+    Same arithmetic as ``torch.nn.utils.fusion.fuse_conv_bn_eval``, without its deep copy of the conv.
+    """
     if isinstance(bn, nn.Identity):
         return conv, bn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    return fuse_conv_bn_eval(conv.eval(), bn.eval()), nn.Identity()
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    bias = (bias - bn.running_mean) * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+    conv.weight = nn.Parameter(conv.weight.detach() * scale.reshape(shape), requires_grad=False)
+    conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
+    return conv.eval(), nn.Identity()
 
 
 def _bn_relu(channels: int) -> nn.Sequential:
@@ -242,7 +253,8 @@ class CAMPPlus(nn.Module):
 
     def load_checkpoint(self, path: str) -> CAMPPlus:
         """Load the 3D-Speaker state dict (its ``xvector.dense.*`` keys map to ``dense.*``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         state = {k.replace("xvector.dense.", "dense."): v for k, v in state.items()}
-        self.load_state_dict(state, strict=True)
+        on_meta = next(self.parameters()).is_meta
+        self.load_state_dict(state, strict=True, assign=on_meta)  # built on "meta": take the tensors as they are
         return self
