@@ -56,9 +56,12 @@ class CamPlusPlusEmbedding(Model):
 
     def __init__(self, checkpoint: str | None = None) -> None:
         super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
-        self.net = CAMPPlus(feat_dim=80, embedding_size=192)
-        if checkpoint:
+        if checkpoint:  # no random initialisation of weights the checkpoint replaces
+            with torch.device("meta"):
+                self.net = CAMPPlus(feat_dim=80, embedding_size=192)
             self.net.load_checkpoint(checkpoint)
+        else:
+            self.net = CAMPPlus(feat_dim=80, embedding_size=192)
         self.net.fuse_for_inference()  # inference only: BatchNorms folded into the convolutions
         self.register_buffer("mel_banks", _mel_banks(), persistent=False)
         self.register_buffer("window", torch.hann_window(_FRAME, periodic=False).pow(0.85), persistent=False)
@@ -123,3 +126,73 @@ class CamPlusPlusEmbedding(Model):
                 for (i, j, _), e in zip(group, emb):
                     out[i, j] = e
         return out
+
+
+_HOP = 2 * _SHIFT
+"""Samples per frame of CAM++'s trunk output (fbank every 10 ms, the first TDNN layer strides by 2)."""
+
+
+class BlockFrames:
+    """CAM++'s frame-level trunk over a whole waveform, computed once in long overlapping blocks.
+
+    ``frames(start, count)`` returns the trunk's output frames (C, count) on the file's 20 ms grid; blocks
+    are computed on demand, in order, and frames left behind are dropped, so memory stays at a few blocks
+    whatever the file's length. Each block sees ``margin_s`` of audio on either side that it does not keep
+    (the trunk's receptive field is about ±1.9 s), and its fbank is mean-normalised over the block.
+    """
+
+    def __init__(self, model: CamPlusPlusEmbedding, waveform: torch.Tensor, block_s: float,
+                 margin_s: float = 2.0) -> None:
+        self.model = model
+        self.wave = (waveform[0] if waveform.dim() == 2 else waveform).float()
+        self.total = -(-self.wave.shape[-1] // _HOP)  # frames in the file
+        self.block = max(1, int(round(block_s * SAMPLE_RATE / _HOP)))
+        self.margin = int(round(margin_s * SAMPLE_RATE / _HOP))
+        self.start = 0  # first frame held in ``buffer``
+        self.buffer: torch.Tensor | None = None
+        self.computed = 0  # frames computed so far (from 0)
+        self.passes = 0
+
+    def _compute(self, first: int) -> torch.Tensor:
+        """Trunk frames [first, first + block) from audio with ``margin`` frames of context each side."""
+        last = min(self.total, first + self.block)
+        lo, hi = max(0, first - self.margin), min(self.total, last + self.margin)
+        piece = self.wave[lo * _HOP: hi * _HOP + _FRAME - _SHIFT]
+        need = (hi - lo) * _HOP + _FRAME - _SHIFT
+        if piece.shape[-1] < need:  # the file's end: pad so the last frames exist
+            piece = F.pad(piece, (0, need - piece.shape[-1]))
+        feats = kaldi_fbank(piece.unsqueeze(0).to(self.model.device), self.model.mel_banks, self.model.window)
+        feats = feats - feats.mean(dim=1, keepdim=True)
+        out = self.model.net.frames(feats)[0]  # (C, ~hi - lo)
+        self.passes += 1
+        return out[:, first - lo: first - lo + (last - first)]
+
+    def frames(self, start: int, count: int) -> torch.Tensor:
+        """Frames [start, start + count) (zeros past the file's end); ``start`` never goes backwards."""
+        end = min(start + count, self.total)
+        while self.computed < end:
+            new = self._compute(self.computed)
+            self.buffer = new if self.buffer is None else torch.cat([self.buffer, new], dim=1)
+            self.computed += new.shape[1]
+        if self.buffer is not None and start > self.start:  # drop what no later window needs
+            drop = min(start, self.computed) - self.start
+            self.buffer, self.start = self.buffer[:, drop:], self.start + drop
+        assert self.buffer is not None
+        got = self.buffer[:, start - self.start: end - self.start]
+        if got.shape[1] < count:
+            got = F.pad(got, (0, count - got.shape[1]))
+        return got
+
+
+@torch.inference_mode()
+def embed_from_frames(model: CamPlusPlusEmbedding, frames: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Embeddings of each speaker of one window from the trunk's frames.
+
+    frames: (C, T) trunk output over the window; masks: (S, F) activity at any frame rate.
+    Returns (S, 192); speakers active for fewer than 5 trunk frames (0.1 s) are NaN.
+    """
+    s, f = masks.shape
+    t = frames.shape[1]
+    w = F.interpolate(masks.float().reshape(s, 1, f), size=t, mode="nearest").reshape(s, t)
+    emb = model.net.dense(weighted_stats(frames.unsqueeze(0).expand(s, -1, -1), w))
+    return emb.masked_fill((w.sum(dim=-1) < _MIN_FRAMES // 2).unsqueeze(-1), math.nan)

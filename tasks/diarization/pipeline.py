@@ -43,7 +43,11 @@ class DiarizationParams:
     """Embed each speaker from the frames where it speaks alone (when there are enough of them)."""
     embedding_pooling: str = "crop"
     """``crop``: CAM++ runs on each speaker's active frames only; ``mask``: once per window, pooled
-    with the speaker's activity as weights."""
+    with the speaker's activity as weights; ``block``: CAM++'s frame-level trunk runs once over the file (in
+    blocks of ``embedding_block_s``) and each (window, speaker) pools its own frames from it: the cost no
+    longer grows with the number of speakers per window nor with the windows' overlap."""
+    embedding_block_s: float = 60.0
+    """``block`` pooling: seconds of audio per pass of the trunk (plus 2 s of context either side)."""
     min_speaker_s: float = 0.1
     """A speaker with less speech than this in the whole file is dropped (its moments go to the others
     when words are assigned): pyannote's reconstruction can leave a label with a few milliseconds in
@@ -134,8 +138,9 @@ def _offline_pipeline_class():
             )
             self._windows_model = embedding if isinstance(embedding, CamPlusPlusEmbedding) else None
             self._pooling = params.embedding_pooling
-            if self._pooling not in ("crop", "mask"):
-                raise ValueError(f"embedding_pooling must be 'crop' or 'mask', not {self._pooling!r}")
+            self._block_s = params.embedding_block_s
+            if self._pooling not in ("crop", "mask", "block"):
+                raise ValueError(f"embedding_pooling must be 'crop', 'mask' or 'block', not {self._pooling!r}")
 
         def get_embeddings(self, file, binary_segmentations, exclude_overlap=False, hook=None):
             if self._windows_model is None or self.training:
@@ -159,6 +164,8 @@ def _offline_pipeline_class():
             n = int(round(window.duration * SAMPLE_RATE))
             active = np.flatnonzero(data.sum(axis=(1, 2)) > 0)
             out = np.full((num_chunks, num_speakers, self._windows_model.dimension), np.nan, dtype=np.float32)
+            if self._pooling == "block":
+                return self._block_embeddings(waveform, window, masks, active, out, hook)
             model, device = self._windows_model, self._windows_model.device
             embed = model.embed_cropped if self._pooling == "crop" else model.embed_windows
             batch = max(1, self.embedding_batch_size)
@@ -177,6 +184,28 @@ def _offline_pipeline_class():
                 out[idx] = emb.float().cpu().numpy()
                 if hook is not None:
                     hook("embeddings", None, total=total, completed=i // batch + 1)
+            return out
+
+        def _block_embeddings(self, waveform, window, masks, active, out, hook):
+            """``block`` pooling: one pass of the trunk over the file, each window's speakers pooled from it."""
+            import torch
+
+            from .embedding import _HOP, BlockFrames, embed_from_frames
+
+            model = self._windows_model
+            trunk = BlockFrames(model, waveform.to(model.device), self._block_s)
+            count = int(round(window.duration * SAMPLE_RATE / _HOP))
+            step = max(1, len(active) // 20)
+            if hook is not None:
+                hook("embeddings", None, total=len(active), completed=0)
+            with torch.inference_mode():
+                for k, c in enumerate(active):
+                    start = int(round(window[c].start * SAMPLE_RATE / _HOP))
+                    frames = trunk.frames(start, count)
+                    emb = embed_from_frames(model, frames, torch.from_numpy(masks[c].T.copy()).to(model.device))
+                    out[c] = emb.float().cpu().numpy()
+                    if hook is not None and ((k + 1) % step == 0 or k + 1 == len(active)):
+                        hook("embeddings", None, total=len(active), completed=k + 1)
             return out
 
     return OfflineSpeakerDiarization
