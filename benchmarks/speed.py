@@ -175,6 +175,12 @@ def build_long_meeting(minutes: float) -> Path:
     return wav
 
 
+def _variant(spec: str) -> tuple[str, list[str]]:
+    """``name:key=value,key=value`` -> (name, ["key=value", …])."""
+    name, _, pairs = spec.partition(":")
+    return name, [p for p in pairs.split(",") if p]
+
+
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return min(runs, key=lambda r: r["wall_s"])
 
@@ -187,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of ours/bare (default 2)")
     parser.add_argument("--plain-repeats", type=int, default=1, help="repeats of bare-plain (default 1; 0 skips)")
     parser.add_argument("--only", default="transcription,pipeline,diarization",
-                        help="parts: transcription (ours vs bare), pipeline (with diarization), diarization")
+                        help="parts: transcription (ours vs bare), pipeline (with diarization), diarization, "
+                             "diarize-vs-bare (bare batched faster-whisper then each --variant, per repeat)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="DiarizationParams override (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="part 'diarize-vs-bare': a named set of DiarizationParams overrides, diarized in "
+                             "each repeat right after bare batched faster-whisper (repeatable; default: defaults)")
     parser.add_argument("--through-dag", action="store_true",
                         help="end to end through the Airflow DAG (runs benchmarks/through_dag.py)")
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "speed.json")
@@ -231,6 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     if "diarization" in parts:
         for _ in range(args.repeats):
             measure("diarize", args.models.split(",")[0])
+    if "diarize-vs-bare" in parts:  # diarization over bare batched faster-whisper, same run, interleaved
+        model = args.models.split(",")[0]
+        variants = [_variant(v) for v in args.variant] or [("default", [])]
+        for _ in range(args.repeats):
+            measure("bare-batched", model)
+            for name, params in variants:
+                r = run_worker("diarize", audio, model, params)
+                r.update(kind=f"diarize:{name}", params=params)
+                print(f"  {r['kind']:13s} {model:8s} {r['wall_s']:7.1f} s  {r['rtf_x']:5.1f}x  "
+                      f"rss {r['peak_rss_mb']} MB  load {r['load_before']}->{r['load_after']}  "
+                      f"steps {r['diarization_steps']}  DER {r.get('der')}", file=sys.stderr, flush=True)
+                runs.append(r)
 
     summary = summarise(runs)
     print_table(summary, audio)
@@ -261,10 +283,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if key in best:
                 row[key] = best[key]
         bare = groups.get((model, "bare-batched"))
-        if bare and kind in ("ours", "pipeline", "bare-plain"):
+        if bare and (kind in ("ours", "pipeline", "bare-plain") or kind.startswith("diarize:")):
             row["vs_bare_batched"] = round(best["wall_s"] / _best(bare)["wall_s"], 2)
             pairs = [a["wall_s"] / b["wall_s"] for a, b in zip(rs, bare)]
             row["vs_bare_batched_per_repeat"] = [round(p, 2) for p in pairs]
+            if "der" in best:
+                row["der_all"] = [r.get("der") for r in rs]
             if "text" in best and "text" in bare[0]:
                 row["wer_vs_bare_batched"] = round(wer(bare[0]["text"], best["text"]), 4)
         out.append(row)
