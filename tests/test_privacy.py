@@ -136,7 +136,9 @@ def test_purge_command_validates_its_argument(tmp_path):
 
 
 def test_telemetry_and_hub_are_off_in_every_process():
-    code = "import tasks, os; print(os.environ['HF_HUB_OFFLINE'], os.environ['PYANNOTE_METRICS_ENABLED'])"
+    # the model libraries never load without the switches: tasks.diarization sets them before pyannote loads
+    code = ("import tasks.diarization, os; "
+            "print(os.environ['HF_HUB_OFFLINE'], os.environ['PYANNOTE_METRICS_ENABLED'])")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "PYANNOTE_METRICS_ENABLED")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout.split()
