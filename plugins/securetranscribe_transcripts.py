@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import Response
-from securetranscribe_airflow.auth import require_airflow_user
+from securetranscribe_airflow.auth import nav_view, require_airflow_user, serve_icon
 
 URL_PREFIX = "/securetranscribe-transcripts"
 RENAME_DAG = "securetranscribe_rename"
@@ -82,9 +81,7 @@ def build_app() -> FastAPI:
                           may_trigger=may_trigger)
     app = create_app(dependencies=[Depends(require_airflow_user)], airflow=airflow)
 
-    @app.get("/icon.svg", include_in_schema=False)
-    def icon() -> Response:
-        return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+    serve_icon(app, ICON)
 
     return app
 
@@ -93,11 +90,4 @@ class TranscriptsPlugin(AirflowPlugin):
     name = "securetranscribe_transcripts"  # sorts before "transcription_metrics": first in the navigation
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": build_app(), "url_prefix": URL_PREFIX, "name": "Transcripts"}]
-    external_views: ClassVar[list[dict[str, Any]]] = [{
-        "name": "Transcripts",
-        "href": URL_PREFIX.lstrip("/") + "/",  # relative: works under a base URL sub-path too
-        "url_route": "transcripts",
-        "destination": "nav",
-        "nav_top_level": True,
-        "icon": URL_PREFIX.lstrip("/") + "/icon.svg",
-    }]
+    external_views: ClassVar[list[dict[str, Any]]] = [nav_view("Transcripts", URL_PREFIX, "transcripts")]

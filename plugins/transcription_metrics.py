@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI
-from fastapi.responses import Response
-from securetranscribe_airflow.auth import require_airflow_user
+from securetranscribe_airflow.auth import nav_view, require_airflow_user, serve_icon
 
 URL_PREFIX = "/securetranscribe-metrics"
 ICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#4a90d9"
@@ -28,9 +27,7 @@ def build_app() -> FastAPI:
 
     app = create_app(dependencies=[Depends(require_airflow_user)])
 
-    @app.get("/icon.svg", include_in_schema=False)
-    def icon() -> Response:
-        return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+    serve_icon(app, ICON)
 
     return app
 
@@ -39,11 +36,5 @@ class TranscriptionMetricsPlugin(AirflowPlugin):
     name = "transcription_metrics"
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": build_app(), "url_prefix": URL_PREFIX, "name": "Transcription metrics"}]
-    external_views: ClassVar[list[dict[str, Any]]] = [{
-        "name": "Transcription metrics",
-        "href": URL_PREFIX.lstrip("/") + "/",  # relative: works under a base URL sub-path too
-        "url_route": "transcription-metrics",
-        "destination": "nav",
-        "nav_top_level": True,
-        "icon": URL_PREFIX.lstrip("/") + "/icon.svg",
-    }]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        nav_view("Transcription metrics", URL_PREFIX, "transcription-metrics")]

@@ -7,7 +7,10 @@ cookie, checked by the configured auth manager. The user's name is kept in ``req
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import Response
 
 
 def token_of(request: Request) -> str | None:
@@ -29,3 +32,23 @@ async def require_airflow_user(request: Request) -> None:
     user = await resolve_user_from_token(token)
     request.state.airflow_user = user.get_name()
     request.state.airflow_user_object = user
+
+
+def serve_icon(app: FastAPI, svg: str) -> None:
+    """``GET /icon.svg`` of a view's app (no login: the navigation shows it before any page)."""
+
+    @app.get("/icon.svg", include_in_schema=False)
+    def icon() -> Response:
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
+def nav_view(name: str, url_prefix: str, url_route: str) -> dict[str, Any]:
+    """An external view in the UI's left navigation for an app mounted at ``url_prefix``."""
+    return {
+        "name": name,
+        "href": url_prefix.lstrip("/") + "/",  # relative: works under a base URL sub-path too
+        "url_route": url_route,
+        "destination": "nav",
+        "nav_top_level": True,
+        "icon": url_prefix.lstrip("/") + "/icon.svg",
+    }
