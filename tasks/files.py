@@ -20,11 +20,21 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
+TEMP_NAME_ROOM = 255 - len(".") - 8 - len(".tmp")  # mkstemp adds 8 random characters
+
+
+def temp_prefix(name: str) -> str:
+    """``.<name>.`` for a temporary sibling of ``name``, cut so that the whole temp name fits in 255 bytes."""
+    while len(name.encode()) > TEMP_NAME_ROOM - 1:
+        name = name[:-1]
+    return f".{name}."
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = FILE_MODE) -> Path:
     """Write ``data`` so that readers see either the old file or the whole new one, never a part."""
     path = Path(path)
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -97,7 +97,7 @@ def claim_stage(run_id: str, path: str | Path, conf: dict[str, Any] | None = Non
         duplicate = None
         if take and not effective.reprocess:
             duplicate = Ledger(settings.home / "ledger").lookup(sha, key)
-        stem = stem or output_stem(claimed.stem, sha)
+        stem = output_stem(stem or claimed.stem, sha)  # a given stem is cut to fit as well
         info = RunInfo(
             run_id=run_id, name=claimed.name, stem=stem, work=str(ws.root), input=str(claimed), source=str(source),
             sha256=sha, size=claimed.stat().st_size,

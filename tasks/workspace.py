@@ -174,7 +174,7 @@ def move_durably(src: Path, dest: Path) -> Path:
 def copy_durably(src: Path, dest: Path) -> Path:
     """Copy with fsync (used for sources outside the inbox, which are never moved)."""
     ensure_dir(dest.parent)
-    tmp = dest.with_name(f".{dest.name}.copying")
+    tmp = dest.with_name(fit_name(f".{dest.name}", ".copying"))
     shutil.copyfile(src, tmp, follow_symlinks=False)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())

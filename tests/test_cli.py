@@ -93,3 +93,18 @@ def test_models_verify_reports_present_models(tmp_path):
 def test_usage_error_exits_2(tmp_path):
     proc = run("transcribe", home=tmp_path)
     assert proc.returncode == 2
+
+
+def test_a_250_character_name_gets_every_export_format(tmp_path):
+    """The longest names a file system allows: outputs (and their temporary files) still fit in 255 bytes."""
+    from tasks.settings import ALL_FORMATS
+    from tests.conftest import ffmpeg
+
+    name = "interview " + "x" * 236 + ".flac"  # 250 characters
+    ffmpeg("-i", str(corpus_file("speech/jfk.flac")), str(tmp_path / name))
+    proc = run("transcribe", str(tmp_path / name), "--out", str(tmp_path / "out"), "--no-diarize", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert {n.rsplit(".", 1)[1] for n in written} == set(ALL_FORMATS), written
+    assert all(len(n.encode()) <= 255 and not n.startswith(".") for n in written), written
+    assert "country" in (tmp_path / "out" / written[0]).with_suffix(".txt").read_text(encoding="utf-8")

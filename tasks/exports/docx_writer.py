@@ -43,6 +43,9 @@ def _shade(cell, colour: str) -> None:  # type: ignore[no-untyped-def]
     cell._tc.get_or_add_tcPr().append(shd)
 
 
+CORE_PROPERTY_MAX = 255  # characters, python-docx's limit for a core property
+
+
 def build(doc: Document) -> bytes:
     """The document as DOCX bytes."""
     import docx
@@ -51,7 +54,7 @@ def build(doc: Document) -> bytes:
     from docx.shared import Mm, Pt, RGBColor
 
     out = docx.Document()
-    out.core_properties.title = f"{doc.title} — {doc.file}"
+    out.core_properties.title = f"{doc.title} — {doc.file}"[:CORE_PROPERTY_MAX]
     out.core_properties.author = "SecureTranscribe"
     normal = out.styles["Normal"]
     normal.font.name = "Noto Sans"
