@@ -248,7 +248,8 @@ def diarize_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Sta
                                  shown.set(step_line(step, completed, total)))
             data = {"enabled": True, **asdict(result)}
             rec.add_attempts(result.attempts)
-            rec.update(detail={"speakers": len(result.speakers), "steps": result.timings})
+            rec.update(detail={"speakers": len(result.speakers), "steps": result.timings,
+                               "embeddings": result.embeddings})
         atomic_write_json(ws.diarization_file, data)
     return {"speakers": len(data["speakers"]), "enabled": data["enabled"]}
 

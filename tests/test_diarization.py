@@ -204,3 +204,30 @@ def test_block_pooling_is_close_to_the_cropped_embeddings(pyannote_sample, tiny_
     # measured: mean 0.905, 11 of 12 above 0.84; one at 0.47 (speaker 0 of the window at 2 s, one 60 s block:
     # these masks are arbitrary stretches, not one voice each, so the shared context moves it most)
     assert cos.mean() > 0.85 and (cos > 0.8).float().mean() >= 0.9, cos
+
+
+def test_long_files_embed_fewer_windows_and_keep_the_speakers(pyannote_sample, tiny_settings):
+    """The long-file economies (a 2-s segmentation step, every third window embedded, neighbours' embeddings
+    reused where the activities agree), applied here to the 30-s sample by lowering ``long_file_s``."""
+    import dataclasses
+
+    waveform = audio.decode(pyannote_sample)
+    reference = read_rttm(pyannote_sample.with_suffix(".rttm"))
+    full = diarize(waveform, tiny_settings)
+    assert full.params["segmentation_step"] == 0.1 and full.params["embedding_stride"] == 1  # 30 s: not long
+    assert full.embeddings["reused"] == 0
+    long = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, long_file_s=10.0))
+    assert long.params["segmentation_step"] == DEFAULT_PARAMS.long_segmentation_step
+    assert long.params["embedding_stride"] == DEFAULT_PARAMS.long_embedding_stride > 1
+    assert long.embeddings["reused"] > 0
+    assert long.embeddings["embedded"] < full.embeddings["embedded"] / 2
+    scores = diarization_scores(reference, long.turns, collar=0.25)
+    assert scores["hyp_speakers"] == 2 and scores["der"] <= 0.05, scores  # 0.013 with every window, 0.023 here
+
+
+def test_params_switch_to_the_long_file_values_at_long_file_s():
+    short, long = DEFAULT_PARAMS.for_duration(DEFAULT_PARAMS.long_file_s - 1), \
+        DEFAULT_PARAMS.for_duration(DEFAULT_PARAMS.long_file_s)
+    assert short == DEFAULT_PARAMS
+    assert (long.segmentation_step, long.embedding_stride) == (DEFAULT_PARAMS.long_segmentation_step,
+                                                               DEFAULT_PARAMS.long_embedding_stride)
