@@ -96,9 +96,10 @@ class Settings:
     redecode_min_s: float = knob(1.0, output=True, help="Second pass: every stretch of VAD speech of at least this "
                                  "many seconds that the batched pass left without a word is decoded again on its "
                                  "own; 0: off.")
-    region_level_dbfs: float = knob(-20.0, output=True, help="Each VAD region is brought to this RMS level (dBFS, "
-                                    "raised by at most 24 dB, never clipped) before decoding: a quiet voice next to "
-                                    "a loud one is otherwise dropped as background speech; 0: as recorded.")
+    region_level_db: float = knob(6.0, output=True, help="A VAD region more than this many dB below its chunk's "
+                                  "median speech level is raised to that level (by at most 24 dB, never clipped) "
+                                  "before decoding: a quiet voice next to a loud one is otherwise dropped as "
+                                  "background speech; a file at one level is decoded as recorded; 0: off.")
 
     # -- chunk plan ---------------------------------------------------------------------------
     chunk_target_s: float = knob(240.0, help="Chunks (the unit of checkpointing and OOM shrinking) are cut "

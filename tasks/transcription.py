@@ -57,7 +57,7 @@ class TranscriptionOptions:
     word_timestamps: bool = True
     multilingual: bool = False
     redecode_min_s: float = 1.0
-    region_level_dbfs: float = -20.0
+    region_level_db: float = 6.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TranscriptionOptions:
@@ -69,7 +69,7 @@ class TranscriptionOptions:
             no_speech_threshold=settings.no_speech_threshold,
             multilingual=settings.multilingual,
             redecode_min_s=settings.redecode_min_s,
-            region_level_dbfs=settings.region_level_dbfs,
+            region_level_db=settings.region_level_db,
         )
 
 
@@ -150,21 +150,43 @@ MAX_GAIN_DB = 24.0
 """Quiet regions are raised by at most this much (noise is not made speech)."""
 
 
-def span_audio(audio: np.ndarray, span: Span, regions: list[dict[str, int]], level_dbfs: float) -> np.ndarray:
-    """``audio[span]``, each speech region (span-relative samples) brought to ``level_dbfs`` RMS (0: as is),
-    as far as its peak allows (never clipped).
-
-    Whisper transcribes the foreground speaker of its 30-s window: a quiet voice decoded in one group with a
-    loud one is taken for background speech and dropped. Levelling each VAD region costs nothing."""
-    piece = np.array(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], dtype=np.float32)
-    if level_dbfs >= 0:
-        return piece
-    target, most = 10 ** (level_dbfs / 20), 10 ** (MAX_GAIN_DB / 20)
+def region_gains(piece: np.ndarray, regions: list[dict[str, int]], gap_db: float) -> list[float]:
+    """The gain of each region: 1, or for a region more than ``gap_db`` below the median speech level of
+    ``piece`` (median over the regions' samples of their RMS in dB), what brings it to that level (at most
+    ``MAX_GAIN_DB``, never past full scale). Never below 1: no region is made quieter."""
+    levels = []
     for r in regions:
         part = piece[r["start"]:r["end"]]
         rms = float(np.sqrt(np.mean(np.square(part, dtype=np.float64)))) if len(part) else 0.0
-        if rms > 0:  # never clipped: a region's peak stays below full scale
-            part *= min(target / rms, most, max(1.0, 0.99 / float(np.max(np.abs(part)))))
+        levels.append(20 * np.log10(rms) if rms > 0 else -np.inf)
+    sizes = np.array([max(0, r["end"] - r["start"]) for r in regions], dtype=np.float64)
+    finite = np.isfinite(levels) & (sizes > 0)
+    if gap_db <= 0 or not finite.any():
+        return [1.0] * len(regions)
+    order = np.argsort(np.array(levels)[finite])
+    ranked, weights = np.array(levels)[finite][order], np.cumsum(sizes[finite][order])
+    median = float(ranked[min(len(ranked) - 1, int(np.searchsorted(weights, weights[-1] / 2, side="right")))])
+    gains = []
+    for r, level in zip(regions, levels):
+        if not np.isfinite(level) or level >= median - gap_db:
+            gains.append(1.0)
+            continue
+        peak = float(np.max(np.abs(piece[r["start"]:r["end"]])))
+        gains.append(max(1.0, min(10 ** ((median - level) / 20), 10 ** (MAX_GAIN_DB / 20), 0.99 / peak)))
+    return gains
+
+
+def span_audio(audio: np.ndarray, span: Span, regions: list[dict[str, int]], gap_db: float) -> np.ndarray:
+    """``audio[span]``, its quiet speech regions (span-relative samples) raised to the span's median speech
+    level (:func:`region_gains`; ``gap_db`` 0: as recorded).
+
+    Whisper transcribes the foreground speaker of its 30-s window: a quiet voice decoded in one group with a
+    loud one is taken for background speech and dropped. Levelling the regions costs nothing, and a file
+    whose speech is at one level is decoded exactly as recorded."""
+    piece = np.array(audio[round(span.start * SAMPLE_RATE): round(span.end * SAMPLE_RATE)], dtype=np.float32)
+    for r, gain in zip(regions, region_gains(piece, regions, gap_db)):
+        if gain != 1.0:
+            piece[r["start"]:r["end"]] *= gain
     return piece
 
 
@@ -178,7 +200,7 @@ def transcribe_span(
 
     if not regions:
         return [], None, None
-    piece = span_audio(audio, span, regions, options.region_level_dbfs)
+    piece = span_audio(audio, span, regions, options.region_level_db)
     with _file_vad(regions):
         raw, info = BatchedInferencePipeline(model).transcribe(
             piece,
@@ -237,11 +259,14 @@ def redecode_gaps(
     model: Any, audio: np.ndarray, span: Span, regions: list[dict[str, int]], segments: list[Segment],
     options: TranscriptionOptions, batch_size: int = 8, language: str | None = None,
 ) -> tuple[list[Segment], list[dict[str, Any]]]:
-    """The second pass: decode every speech stretch without words on its own and put its words in.
+    """The second pass: decode again every speech stretch left without words and put its words in.
 
+    First the clips together, packed by faster-whisper into windows of up to 30 s as the batched pass does
+    (one window for a chunk's few seconds of lost speech, instead of a window per clip); then, each in its
+    own window, every clip that packing left with ``redecode_min_s`` or more of speech without a word.
     Returns the chunk's segments in time order (a batched segment that a recovered one falls inside is cut
     there; its stretched words inside a clip that found words are replaced by them) and one record per
-    re-decoded clip: ``{"start", "end", "words"}`` (file seconds, words found).
+    re-decoded clip: ``{"start", "end", "words", "alone"}`` (file seconds, words found, decoded on its own).
     """
     ensure_offline()
     from faster_whisper import BatchedInferencePipeline
@@ -251,31 +276,54 @@ def redecode_gaps(
     clips = redecode_windows(span, regions, segments, options.redecode_min_s)
     if not clips:
         return segments, []
-    piece = span_audio(audio, span, regions, options.region_level_dbfs)
+    piece = span_audio(audio, span, regions, options.region_level_db)
     common = {"language": language or options.language, "beam_size": options.beam_size,
               "initial_prompt": options.initial_prompt, "hotwords": options.hotwords, "word_timestamps": True,
               "multilingual": options.multilingual, "batch_size": batch_size}
-    by_clip: dict[Interval, list[Segment]] = {c: [] for c in clips}
-    relative = [{"start": a - span.start, "end": b - span.start} for a, b in clips]  # each clip its own window
-    raw, _ = BatchedInferencePipeline(model).transcribe(piece, vad_filter=False, clip_timestamps=relative, **common)
-    _collect(by_clip, [_to_segment(s, span) for s in raw if not _is_non_speech(s, options)])
-    records = []
-    recovered: list[Segment] = []
-    for a, b in clips:
-        recovered += by_clip[(a, b)]
-        records.append({"start": a, "end": b, "words": sum(len(s.words) for s in by_clip[(a, b)])})
-    replaced = [(a, b) for (a, b), r in zip(clips, records) if r["words"]]
+    pipeline = BatchedInferencePipeline(model)
+
+    def decode(**how: Any) -> list[Segment]:
+        raw, _ = pipeline.transcribe(piece, **how, **common)
+        return [_to_segment(s, span) for s in raw if not _is_non_speech(s, options)]  # the generator decodes
+
+    packed = [{"start": round((a - span.start) * SAMPLE_RATE), "end": round((b - span.start) * SAMPLE_RATE)}
+              for a, b in clips]
+    with _file_vad(packed):
+        by_clip = _collect(clips, decode(vad_filter=True))
+    speech = sorted((span.start + r["start"] / SAMPLE_RATE, span.start + r["end"] / SAMPLE_RATE) for r in regions)
+    alone = [c for c in clips if _still_uncovered(c, speech, by_clip[c], options.redecode_min_s)]
+    if alone:
+        again = _collect(alone, decode(vad_filter=False, clip_timestamps=[
+            {"start": a - span.start, "end": b - span.start} for a, b in alone]))
+        for clip in alone:
+            if _word_count(again[clip]) > _word_count(by_clip[clip]):
+                by_clip[clip] = again[clip]
+    records = [{"start": a, "end": b, "words": _word_count(by_clip[(a, b)]), "alone": (a, b) in alone}
+               for a, b in clips]
+    recovered = [seg for clip in clips for seg in by_clip[clip]]
+    replaced = [(r["start"], r["end"]) for r in records if r["words"]]
     return _interleave(_without_stretched(segments, replaced), recovered), records
 
 
-def _collect(by_clip: dict[Interval, list[Segment]], found: list[Segment]) -> None:
+def _word_count(segments: list[Segment]) -> int:
+    return sum(len(s.words) for s in segments)
+
+
+def _still_uncovered(clip: Interval, speech: list[Interval], found: list[Segment], min_s: float) -> bool:
+    """Whether ``clip`` still holds ``min_s`` or more of speech with no word of ``found`` near it."""
+    inside = [(max(s, clip[0]), min(e, clip[1])) for s, e in speech if e > clip[0] and s < clip[1]]
+    return bool(uncovered(inside, [(w.start, w.end) for seg in found for w in seg.words], min_s=min_s))
+
+
+def _collect(clips: list[Interval], found: list[Segment]) -> dict[Interval, list[Segment]]:
     """Each word of ``found`` to the clip its middle is in (clips do not overlap), one segment per clip."""
-    for clip in by_clip:
+    by_clip: dict[Interval, list[Segment]] = {}
+    for clip in clips:
         a, b = clip
         words = [w for s in found for w in s.words if a <= (w.start + w.end) / 2 < b]
-        if words:
-            text = "".join(w.text for w in words).strip()
-            by_clip[clip] = [Segment(start=words[0].start, end=words[-1].end, text=text, words=words)]
+        text = "".join(w.text for w in words).strip()
+        by_clip[clip] = [Segment(start=words[0].start, end=words[-1].end, text=text, words=words)] if words else []
+    return by_clip
 
 
 def _without_stretched(segments: list[Segment], clips: list[Interval]) -> list[Segment]:

@@ -118,7 +118,7 @@ def test_a_chunk_keeps_what_was_decoded_again_through_its_checkpoint(tmp_path):
     assert ChunkResult.from_dict(old).redecoded == []
 
 
-def test_each_speech_region_is_levelled_before_decoding_and_silence_is_left_alone():
+def test_quiet_regions_are_raised_to_the_median_speech_level_and_nothing_else_changes():
     import numpy as np
 
     from tasks.transcription import span_audio
@@ -126,23 +126,31 @@ def test_each_speech_region_is_levelled_before_decoding_and_silence_is_left_alon
     sr = 16000
     t = np.arange(sr) / sr
     tone = np.sin(2 * np.pi * 220 * t).astype(np.float32)
-    audio = np.concatenate([0.5 * tone, np.zeros(sr, np.float32), 0.01 * tone, 1e-4 * tone]).astype(np.float32)
-    span = Span(0, 0.0, 4.0)
-    regions = [{"start": 0, "end": sr}, {"start": 2 * sr, "end": 3 * sr}, {"start": 3 * sr, "end": 4 * sr}]
+    # three seconds of a voice at about -20 dBFS (most of the speech: the median), a pause, one second each
+    # at -24 (within 6 dB), -40 and -70
+    audio = np.concatenate([0.14 * tone, 0.14 * tone, 0.14 * tone, np.zeros(sr, np.float32), 0.09 * tone,
+                            0.014 * tone, 4.4e-4 * tone]).astype(np.float32)
+    span = Span(0, 0.0, 7.0)
+    regions = [{"start": 0, "end": 3 * sr}, {"start": 4 * sr, "end": 5 * sr}, {"start": 5 * sr, "end": 6 * sr},
+               {"start": 6 * sr, "end": 7 * sr}]
 
     def dbfs(x):
         return 20 * np.log10(np.sqrt(np.mean(np.square(x))))
 
-    levelled = span_audio(audio, span, regions, -20.0)
-    assert dbfs(levelled[:sr]) == pytest.approx(-20.0, abs=0.1)  # loud voice lowered
-    assert dbfs(levelled[2 * sr:3 * sr]) == pytest.approx(-20.0, abs=0.1)  # quiet voice raised
-    assert dbfs(levelled[3 * sr:]) == pytest.approx(dbfs(audio[3 * sr:]) + 24.0, abs=0.1)  # at most +24 dB
-    assert not levelled[sr:2 * sr].any()
-    assert np.array_equal(span_audio(audio, span, regions, 0.0), audio)
+    levelled = span_audio(audio, span, regions, 6.0)
+    median = dbfs(audio[:3 * sr])
+    assert np.array_equal(levelled[:5 * sr], audio[:5 * sr])  # the loud voice and the one within 6 dB: as is
+    assert dbfs(levelled[5 * sr:6 * sr]) == pytest.approx(median, abs=0.1)  # the quiet voice raised
+    assert dbfs(levelled[6 * sr:]) == pytest.approx(dbfs(audio[6 * sr:]) + 24.0, abs=0.1)  # at most +24 dB
+    assert not levelled[3 * sr:4 * sr].any()  # silence between regions stays silence
+    assert np.array_equal(span_audio(audio, span, regions, 0.0), audio)  # 0: off
+    one_level = np.concatenate([0.3 * tone, 0.2 * tone]).astype(np.float32)  # a file at one level: untouched
+    assert np.array_equal(span_audio(one_level, Span(0, 0.0, 2.0), [{"start": 0, "end": sr},
+                                                                    {"start": sr, "end": 2 * sr}], 6.0), one_level)
     clicked = audio.copy()
-    clicked[2 * sr + 100] = 0.5  # a click in the quiet region: raised only as far as its peak allows
-    assert np.abs(span_audio(clicked, span, regions, -20.0)).max() <= 0.99
-    assert dbfs(audio[2 * sr:3 * sr]) < -40  # the input is not changed
+    clicked[5 * sr + 100] = 0.5  # a click in the quiet region: raised only as far as its peak allows
+    assert np.abs(span_audio(clicked, span, regions, 6.0)).max() <= 0.99
+    assert dbfs(audio[5 * sr:6 * sr]) < -35  # the input is not changed
 
 
 # -- on real speech -------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_chunked_transcript_matches_one_unchunked_pass(long_meeting, tiny_settin
     from faster_whisper import BatchedInferencePipeline
 
     # the batched pass alone, on the audio as it is (no second pass, no levelling of the speech regions)
-    settings = tiny_settings.replace(model=model, diarize=False, redecode_min_s=0, region_level_dbfs=0)
+    settings = tiny_settings.replace(model=model, diarize=False, redecode_min_s=0, region_level_db=0)
     waveform = audio.decode(long_meeting)
     plan = plan_chunks(waveform, 90, 30, 120)
     assert len(plan.spans) >= 5
