@@ -20,14 +20,21 @@ def ensure_dir(path: str | Path) -> Path:
     return path
 
 
-TEMP_NAME_ROOM = 255 - len(".") - 8 - len(".tmp")  # mkstemp adds 8 random characters
+NAME_MAX = 255  # bytes, on Linux file systems
+MKSTEMP_RANDOM = 8  # characters mkstemp adds between prefix and suffix
+
+
+def fit_name(stem: str, suffix: str = "", limit: int = NAME_MAX) -> str:
+    """``stem + suffix`` cut (at a character boundary) so that it fits in ``limit`` bytes."""
+    room = limit - len(suffix.encode())
+    while len(stem.encode()) > room:
+        stem = stem[:-1]
+    return stem + suffix
 
 
 def temp_prefix(name: str) -> str:
-    """``.<name>.`` for a temporary sibling of ``name``, cut so that the whole temp name fits in 255 bytes."""
-    while len(name.encode()) > TEMP_NAME_ROOM - 1:
-        name = name[:-1]
-    return f".{name}."
+    """``.<name>.`` for a temporary sibling of ``name``, cut so that the whole temp name fits in NAME_MAX."""
+    return fit_name(f".{name}", ".", NAME_MAX - MKSTEMP_RANDOM - len(".tmp"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = FILE_MODE) -> Path:

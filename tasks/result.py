@@ -43,6 +43,12 @@ class Segment:
         words = [Word(**w) for w in data.get("words", [])]
         return cls(**{**_known(cls, data), "words": words})
 
+    @classmethod
+    def of_words(cls, words: list[Word], speaker: str | None = None) -> Segment:
+        """The segment of these words (in time order): first word's start to last word's end, their text."""
+        return cls(start=words[0].start, end=words[-1].end, text="".join(w.text for w in words).strip(),
+                   speaker=speaker, words=list(words))
+
 
 @dataclass
 class Turn:

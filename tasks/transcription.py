@@ -222,6 +222,11 @@ REDECODE_PAD_S = 0.25
 """Audio kept on either side of the speech of a re-decoded stretch (within the stretch's reach)."""
 
 
+def span_speech(span: Span, regions: list[dict[str, int]]) -> list[Interval]:
+    """The span's VAD regions (span-relative samples) as file-time intervals, in order."""
+    return sorted((span.start + r["start"] / SAMPLE_RATE, span.start + r["end"] / SAMPLE_RATE) for r in regions)
+
+
 def redecode_windows(span: Span, regions: list[dict[str, int]], segments: list[Segment],
                      min_s: float = 1.0) -> list[Interval]:
     """The clips (file seconds, at most ``CLIP_S`` each) that the second pass decodes again.
@@ -231,7 +236,7 @@ def redecode_windows(span: Span, regions: list[dict[str, int]], segments: list[S
     side (never onto a word that counts); its speech is cut into clips of at most
     ``CLIP_S`` between VAD regions, each padded by ``REDECODE_PAD_S`` within that reach.
     """
-    speech = sorted((span.start + r["start"] / SAMPLE_RATE, span.start + r["end"] / SAMPLE_RATE) for r in regions)
+    speech = span_speech(span, regions)
     words = [(w.start, w.end) for s in segments for w in s.words]
     clips: list[Interval] = []
     for start, end in uncovered(speech, words, min_s=min_s):
@@ -290,7 +295,7 @@ def redecode_gaps(
               for a, b in clips]
     with _file_vad(packed):
         by_clip = _collect(clips, decode(vad_filter=True))
-    speech = sorted((span.start + r["start"] / SAMPLE_RATE, span.start + r["end"] / SAMPLE_RATE) for r in regions)
+    speech = span_speech(span, regions)
     alone = [c for c in clips if _still_uncovered(c, speech, by_clip[c], options.redecode_min_s)]
     if alone:
         again = _collect(alone, decode(vad_filter=False, clip_timestamps=[
@@ -321,8 +326,7 @@ def _collect(clips: list[Interval], found: list[Segment]) -> dict[Interval, list
     for clip in clips:
         a, b = clip
         words = [w for s in found for w in s.words if a <= (w.start + w.end) / 2 < b]
-        text = "".join(w.text for w in words).strip()
-        by_clip[clip] = [Segment(start=words[0].start, end=words[-1].end, text=text, words=words)] if words else []
+        by_clip[clip] = [Segment.of_words(words)] if words else []
     return by_clip
 
 
@@ -337,8 +341,7 @@ def _without_stretched(segments: list[Segment], clips: list[Interval]) -> list[S
         if len(words) == len(seg.words):
             out.append(seg)
         elif words:
-            out.append(Segment(start=words[0].start, end=words[-1].end, text="".join(w.text for w in words).strip(),
-                               speaker=seg.speaker, words=words))
+            out.append(Segment.of_words(words, seg.speaker))
     return out
 
 
@@ -357,8 +360,7 @@ def _interleave(segments: list[Segment], recovered: list[Segment]) -> list[Segme
         if len(parts) == 1:
             out.append(seg)
             continue
-        out += [Segment(start=p[0].start, end=p[-1].end, text="".join(w.text for w in p).strip(), speaker=seg.speaker,
-                        words=p) for p in parts]
+        out += [Segment.of_words(p, seg.speaker) for p in parts]
     return sorted(out, key=lambda s: (s.start, s.end))
 
 

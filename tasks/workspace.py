@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, UnsafeInput
-from .files import DIR_MODE, atomic_write_json, ensure_dir, fsync_dir
+from .files import DIR_MODE, atomic_write_json, ensure_dir, fit_name, fsync_dir
 
 
 class AlreadyClaimed(InputError):
@@ -182,17 +182,6 @@ def copy_durably(src: Path, dest: Path) -> Path:
     os.replace(tmp, dest)
     fsync_dir(dest.parent)
     return dest
-
-
-NAME_MAX = 255  # bytes, on Linux file systems
-
-
-def fit_name(stem: str, suffix: str = "", limit: int = NAME_MAX) -> str:
-    """``stem + suffix`` cut (at a character boundary) so that it fits in ``limit`` bytes."""
-    room = limit - len(suffix.encode())
-    while len(stem.encode()) > room:
-        stem = stem[:-1]
-    return stem + suffix
 
 
 def output_stem(stem: str, sha256: str, limit: int = 180) -> str:
