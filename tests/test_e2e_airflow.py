@@ -89,7 +89,7 @@ def test_rescans_never_start_a_second_run_for_a_file(af, first_batch):
 
 
 def test_metrics_rows_add_up_to_the_run(af, first_batch, tmp_path):
-    """A run alone on the machine (no queueing for the gpu slot): its stage rows sum to its wall time ± 20 %."""
+    """A run alone on the machine: its stage rows cover its wall time but for the scheduler's short hand-overs."""
     from tasks.metrics import MetricsStore
 
     af.wait_for_runs(PROCESS, count=4, timeout=600)  # nothing else running
@@ -114,12 +114,17 @@ def test_metrics_rows_add_up_to_the_run(af, first_batch, tmp_path):
     end = datetime.fromisoformat(run["end_date"].replace("Z", "+00:00"))
     wall = (end - start).total_seconds()
     # transcribe and diarize run side by side when the gpu pool has two slots (CPU-only hosts): the rows'
-    # time is counted once where they overlap
-    total, reach = 0.0, float("-inf")
+    # time is counted once where they overlap. What no row covers is the scheduler's hand-over between
+    # tasks and the finalize task (no row: it closes the file's row): short gaps, never a stage's work.
+    total, reach, gaps = 0.0, start.timestamp(), []
     for a, b in sorted((s.start.timestamp(), s.start.timestamp() + s.seconds) for s in last.values()):
+        gaps.append(round(max(0.0, a - reach), 2))
         total += max(0.0, b - max(a, reach))
         reach = max(reach, b)
-    assert 0.8 * wall <= total <= 1.2 * wall, (total, wall, {k: round(v.seconds, 2) for k, v in last.items()})
+    gaps.append(round(max(0.0, end.timestamp() - reach), 2))
+    detail = (total, wall, gaps, {k: round(v.seconds, 2) for k, v in last.items()})
+    assert max(gaps) <= 6.0, detail  # a missing stage would leave a gap of its whole duration
+    assert 0.6 * wall <= total <= 1.05 * wall, detail
     assert last["transcribe"].rtf > 1.0 and last["transcribe"].peak_rss_mb > 100
     assert last["diarize"].audio_seconds == pytest.approx(duration, abs=0.1)
 
