@@ -68,6 +68,16 @@ class DiarizationParams:
     """A speaker with less speech than this in the whole file is dropped (its moments go to the others
     when words are assigned): pyannote's reconstruction can leave a label with a few milliseconds in
     overlapped frames. Never below a speaker count the caller asked for."""
+    refine_margin: float = 0.2
+    """Second look at whole turns (:mod:`tasks.diarization.refine`): a turn of 1 s or more whose embedding is
+    nearer another speaker's turns (within ``clustering_threshold``) than its own speaker's other turns by
+    this cosine distance is given to that speaker. Above 1: off. Flat from 0.1 to 0.2 on the corpus, the
+    built files and both 20-minute meetings (docs/benchmarks.md); 0.3 gives back dev00's fix."""
+    refine_min_island_s: float = 1.0
+    """Second look: turns shorter than this are never moved."""
+    refine_max_embed_s: float = 4.0
+    """Second look: at most this much of a turn (its middle) is embedded; bounds its cost on long turns
+    (measured: the same moves and DER as 10 s on every file of benchmarks/tune_second_look.py, half the time)."""
     segmentation_batch_size: int = 32
     embedding_batch_size: int = 32
 
@@ -129,6 +139,8 @@ class Diarization:
     embeddings: dict[str, int] = field(default_factory=dict)
     """``embedded``: (window, speaker) pairs run through the embedding model; ``reused``: pairs that took a
     neighbouring window's embedding (empty for a pipeline other than the packaged one)."""
+    moved_turns: int = 0
+    """Turns the second look gave to another speaker (:mod:`tasks.diarization.refine`)."""
 
 
 def _offline_pipeline_class():
@@ -355,17 +367,51 @@ def _run(audio: np.ndarray, settings: Settings, device: str, params: Diarization
                       **{k: v for k, v in hints.items() if v is not None})
     full = getattr(output, "speaker_diarization", output)
     exclusive = getattr(output, "exclusive_speaker_diarization", full)
-    turns, exclusive_turns = _without_phantoms(_turns(full), _turns(exclusive), params.min_speaker_s,
+    turns, exclusive_turns = _turns(full), _turns(exclusive)
+    moves, timings = [], timer.timings()
+    embedding = getattr(pipeline, "_windows_model", None)
+    if embedding is not None and params.refine_margin <= 1.0:
+        t0 = time.perf_counter()
+        if on_step is not None:
+            on_step("second look")
+        turns, exclusive_turns, moves = second_look(audio, turns, exclusive_turns, embedding, params)
+        timings["second_look"] = round(time.perf_counter() - t0, 3)
+    turns, exclusive_turns = _without_phantoms(turns, exclusive_turns, params.min_speaker_s,
                                                hints.get("num_speakers") or hints.get("min_speakers") or 0)
     return Diarization(
         turns=turns,
         exclusive=exclusive_turns,
         speakers=sorted({t.speaker for t in turns}),
         device=device,
-        timings=timer.timings(),
+        timings=timings,
         params=asdict(params),
         embeddings=dict(getattr(pipeline, "embedding_counts", {})),
+        moved_turns=len(moves),
     )
+
+
+def second_look(audio: np.ndarray, turns: list[Turn], exclusive: list[Turn], model: Any,
+                 params: DiarizationParams) -> tuple[list[Turn], list[Turn], list[Any]]:
+    """Whole turns that sound like another speaker given to that speaker (:mod:`tasks.diarization.refine`)."""
+    import torch
+
+    from . import refine
+
+    rules = refine.RefineRules.of(params)
+
+    def embed(piece: np.ndarray) -> np.ndarray:
+        wave = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32))[None, None].to(model.device)
+        with torch.inference_mode():
+            return model(wave)[0].float().cpu().numpy()
+
+    found = refine.islands(exclusive, rules)
+    moves = refine.plan_moves(found, refine.embed_islands(found, audio, embed, rules), rules)
+    for m in moves:
+        log.info("diarization: %.2f–%.2f s moved from %s to %s (cosine distance %.2f → %.2f)",
+                 m.start, m.end, m.old, m.new, m.own_distance, m.new_distance)
+    if not moves:
+        return turns, exclusive, moves
+    return refine.apply_moves(turns, moves, rules), refine.apply_moves(exclusive, moves, rules), moves
 
 
 def _turns(annotation: Any) -> list[Turn]:

@@ -1,0 +1,167 @@
+"""Second look at whole turns: a turn that sounds like another speaker is given to that speaker.
+
+pyannote clusters (10-s window, local speaker) embeddings. When the segmentation model keeps one local
+speaker across a change of voice inside a window (a pause of a few hundred ms between two people recorded in
+different conditions), every window holding both gives the second voice the first one's label, and the
+clustering never sees it alone. Here each *island* (a stretch of one label in the exclusive diarization, with
+pieces of other labels shorter than ``sliver_s`` inside it ignored) of ``min_island_s`` or more is embedded
+whole, and moved to another speaker when its embedding is clearly nearer that speaker's turns than the rest of
+its own speaker's turns. Speakers are never created or removed: a speaker's last island stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..result import Turn
+
+if TYPE_CHECKING:
+    from .pipeline import DiarizationParams
+
+
+@dataclass(frozen=True)
+class RefineRules:
+    """When an island is embedded and when it moves (the first four from :class:`DiarizationParams`)."""
+
+    min_island_s: float
+    """Islands shorter than this are too short for a reliable embedding: never moved."""
+    max_embed_s: float
+    """At most this much of an island (its middle) is embedded: bounds the cost on long turns."""
+    margin: float
+    """Cosine distance by which the other speaker must be nearer than the island's own speaker."""
+    max_distance: float
+    """…and the other speaker at most this far (the clustering threshold)."""
+    sliver_s: float = 0.25
+    """Pieces of another label shorter than this inside an island belong to the island."""
+    join_gap_s: float = 0.2
+    """Two pieces of one label less than this apart are one island (a longer pause may be a change of voice)."""
+    rounds: int = 2
+    """Centroids are recomputed after each round of moves."""
+
+    @classmethod
+    def of(cls, params: DiarizationParams) -> RefineRules:
+        return cls(min_island_s=params.refine_min_island_s, max_embed_s=params.refine_max_embed_s,
+                   margin=params.refine_margin, max_distance=params.clustering_threshold)
+
+
+@dataclass(frozen=True)
+class Island:
+    start: float
+    end: float
+    speaker: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Move:
+    """One island given to another speaker."""
+
+    start: float
+    end: float
+    old: str
+    new: str
+    own_distance: float
+    new_distance: float
+
+
+def islands(exclusive: list[Turn], rules: RefineRules) -> list[Island]:
+    """Stretches of one label in exclusive turns (non-overlapping, any order), slivers of others absorbed."""
+    kept = sorted((t for t in exclusive if t.end - t.start >= rules.sliver_s), key=lambda t: t.start)
+    out: list[Island] = []
+    for t in kept:
+        if out and out[-1].speaker == t.speaker and t.start - out[-1].end < rules.join_gap_s:
+            out[-1] = Island(out[-1].start, max(out[-1].end, t.end), t.speaker)
+        else:
+            out.append(Island(t.start, t.end, t.speaker))
+    return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.linalg.norm(x)), 1e-9)
+
+
+def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: RefineRules) -> list[Move]:
+    """The moves, given unit embeddings of some islands (index in ``found`` → vector). Pure: no audio."""
+    labels = {i: found[i].speaker for i in embeddings}
+    weight = {i: min(found[i].duration, rules.max_embed_s) for i in embeddings}
+    moves: dict[int, Move] = {}
+    for _ in range(rules.rounds):
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        for i, e in embeddings.items():
+            sums[labels[i]] = sums.get(labels[i], 0) + weight[i] * e
+            counts[labels[i]] = counts.get(labels[i], 0) + 1
+        moved = False
+        for i, e in embeddings.items():
+            own = labels[i]
+            if counts[own] < 2:  # its speaker's last island: the clustering decided, not this pass
+                continue
+            own_d = 1.0 - float(e @ _unit(sums[own] - weight[i] * e))
+            others = {s: 1.0 - float(e @ _unit(v)) for s, v in sums.items() if s != own}
+            if not others:
+                continue
+            best = min(others, key=lambda s: others[s])
+            if others[best] <= rules.max_distance and others[best] + rules.margin <= own_d:
+                original = found[i].speaker
+                labels[i] = best
+                counts[own] -= 1
+                counts[best] += 1
+                moves[i] = Move(found[i].start, found[i].end, original, best, round(own_d, 3), round(others[best], 3))
+                moved = True
+        if not moved:
+            break
+    return [m for i, m in sorted(moves.items()) if m.old != labels[i] and m.new == labels[i]]
+
+
+def embed_islands(found: list[Island], audio: np.ndarray, embed: Callable[[np.ndarray], np.ndarray],
+                  rules: RefineRules) -> dict[int, np.ndarray]:
+    """Unit embeddings of the islands long enough (the middle ``max_embed_s`` of each)."""
+    out: dict[int, np.ndarray] = {}
+    for i, island in enumerate(found):
+        if island.duration < rules.min_island_s:
+            continue
+        middle = (island.start + island.end) / 2
+        half = min(island.duration, rules.max_embed_s) / 2
+        a, b = int((middle - half) * SAMPLE_RATE), int((middle + half) * SAMPLE_RATE)
+        vector = np.asarray(embed(audio[max(0, a): b]), dtype=np.float64).reshape(-1)
+        if np.all(np.isfinite(vector)):
+            out[i] = _unit(vector)
+    return out
+
+
+def apply_moves(turns: list[Turn], moves: list[Move], rules: RefineRules) -> list[Turn]:
+    """Turns with each move's span of its old speaker given to the new one; touching turns of one speaker joined."""
+    pieces: list[Turn] = []
+    for t in turns:
+        todo = [t]
+        for m in moves:
+            nxt: list[Turn] = []
+            for p in todo:
+                if p.speaker != m.old or p.end <= m.start or p.start >= m.end:
+                    nxt.append(p)
+                    continue
+                if p.start < m.start:
+                    nxt.append(Turn(p.start, m.start, p.speaker))
+                nxt.append(Turn(max(p.start, m.start), min(p.end, m.end), m.new))
+                if p.end > m.end:
+                    nxt.append(Turn(m.end, p.end, p.speaker))
+            todo = nxt
+        pieces.extend(todo)
+    for m in moves:  # slivers of other labels inside a moved island belong to it
+        pieces = [Turn(p.start, p.end, m.new) if m.start <= p.start and p.end <= m.end and p.speaker != m.new
+                  and p.end - p.start < rules.sliver_s else p for p in pieces]
+    joined: list[Turn] = []
+    for p in sorted(pieces, key=lambda p: (p.speaker, p.start)):
+        if joined and joined[-1].speaker == p.speaker and p.start <= joined[-1].end + 1e-3:
+            joined[-1] = Turn(joined[-1].start, max(joined[-1].end, p.end), p.speaker)
+        else:
+            joined.append(p)
+    return sorted(joined, key=lambda p: (p.start, p.speaker))

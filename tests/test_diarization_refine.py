@@ -1,0 +1,89 @@
+"""The diarization's second look at whole turns (issue 13, parts 3 and 4): a turn that sounds like another
+speaker is given to that speaker. Logic on hand-made embeddings, then the real models on a built file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import audio
+from tasks.diarization import diarize
+from tasks.diarization.pipeline import DEFAULT_PARAMS
+from tasks.diarization.refine import Island, Move, RefineRules, apply_moves, islands, plan_moves
+from tasks.evaluation import diarization_scores, read_rttm
+from tasks.result import Turn
+from tests.test_coverage import bench_common
+
+RULES = RefineRules.of(DEFAULT_PARAMS)
+
+
+def unit(*xs: float) -> np.ndarray:
+    v = np.array(xs, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def test_islands_absorb_slivers_of_other_labels_and_split_at_pauses():
+    exclusive = [Turn(0.0, 2.0, "A"), Turn(2.0, 2.05, "B"), Turn(2.05, 4.0, "A"),  # a 50 ms sliver of B
+                 Turn(4.5, 6.0, "A"),  # 0.5 s pause: a new island, maybe a new voice
+                 Turn(6.0, 8.0, "B")]
+    assert islands(exclusive, RULES) == [Island(0.0, 4.0, "A"), Island(4.5, 6.0, "A"), Island(6.0, 8.0, "B")]
+
+
+def test_a_turn_nearer_another_speaker_moves_and_the_rest_stay():
+    found = [Island(0, 5, "A"), Island(6, 11, "A"), Island(12, 17, "A"), Island(18, 23, "B"), Island(24, 29, "B")]
+    a, b = unit(1, 0, 0), unit(0, 1, 0)
+    embeddings = {0: a, 1: unit(1, 0.1, 0), 2: unit(0.1, 1, 0), 3: b, 4: unit(0.05, 1, 0.1)}
+    moves = plan_moves(found, embeddings, RULES)
+    assert [(m.start, m.old, m.new) for m in moves] == [(12, "A", "B")]
+    assert moves[0].new_distance < RULES.max_distance and moves[0].own_distance - moves[0].new_distance >= RULES.margin
+
+
+def test_a_speakers_last_turn_and_a_turn_far_from_everyone_never_move():
+    found = [Island(0, 5, "A"), Island(6, 11, "B"), Island(12, 17, "B"), Island(18, 23, "B")]
+    # A's only turn sounds like B: merging speakers is the clustering's decision, not the second look's
+    like_b = {0: unit(0, 1, 0.05), 1: unit(0, 1, 0), 2: unit(0, 1, 0.1), 3: unit(0.05, 1, 0)}
+    assert plan_moves(found, like_b, RULES) == []
+    # B's last turn is far from B's other turns but farther still (> max_distance) from A: it stays
+    found = [Island(0, 5, "A"), Island(6, 11, "A"), Island(12, 17, "B"), Island(18, 23, "B"), Island(24, 29, "B")]
+    far = {0: unit(1, 0, 0), 1: unit(1, 0.1, 0), 2: unit(0, 1, 0), 3: unit(0, 1, 0.1), 4: unit(0, 0, 1)}
+    assert plan_moves(found, far, RULES) == []
+
+
+def test_moves_relabel_the_span_in_overlapping_turns_and_join_what_touches():
+    turns = [Turn(0.0, 10.0, "A"), Turn(9.0, 12.0, "B"), Turn(6.0, 6.1, "B")]
+    moved = apply_moves(turns, [Move(6.0, 10.0, "A", "B", 0.8, 0.2)], RULES)
+    assert moved == [Turn(0.0, 6.0, "A"), Turn(6.0, 12.0, "B")]
+
+
+@pytest.fixture(scope="module")
+def four_voices(tmp_path_factory, corpus) -> Path:
+    """Four voices in four recording conditions, whole utterances one after another (exact RTTM)."""
+    return bench_common().build_multispeaker("four_voices", tmp_path_factory.mktemp("built"))
+
+
+def test_second_look_gives_a_voice_its_own_turns_back(four_voices, tiny_settings):
+    """Sheila's second turn (42.8–49.3 s) follows LJ Speech after a 0.4 s pause: the windows hold both and the
+    clustering gives it LJ's label; embedded whole, it goes back to Sheila's first turn (14.9–18.3 s)."""
+    waveform = audio.decode(four_voices)
+    reference = read_rttm(four_voices.with_suffix(".rttm"))
+    off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, refine_margin=2.0))
+    on = diarize(waveform, tiny_settings)
+    der_off = diarization_scores(reference, off.turns, collar=0.25)["der"]
+    der_on = diarization_scores(reference, on.turns, collar=0.25)["der"]
+    assert off.moved_turns == 0 and on.moved_turns >= 1
+    assert der_on <= der_off - 0.05, (der_off, der_on)
+
+    def main_speaker(turns: list[Turn], start: float, end: float) -> str:
+        talk: dict[str, float] = {}
+        for t in turns:
+            talk[t.speaker] = talk.get(t.speaker, 0.0) + max(0.0, min(end, t.end) - max(start, t.start))
+        return max(talk, key=lambda s: talk[s])
+
+    sheila = [t for t in reference if t.speaker == "sheila"]
+    lj = [t for t in reference if t.speaker == "lj"]
+    assert main_speaker(on.turns, sheila[0].start, sheila[0].end) == main_speaker(on.turns, sheila[1].start,
+                                                                                    sheila[1].end)
+    assert main_speaker(on.turns, sheila[1].start, sheila[1].end) != main_speaker(on.turns, lj[-1].start, lj[-1].end)
