@@ -49,4 +49,4 @@ def test_transcribe_and_diarize_stages_report_chunks_and_steps(tmp_path, jfk, ca
     diarize_lines = [m for m in logged if m.startswith("diarize: ")]
     assert any(re.match(r"diarize: (segmentation|embeddings) \d+/\d+ \(\d+ %\)", m) for m in diarize_lines), \
         diarize_lines
-    assert ws.progress_file("diarize").read_text().strip() == "clustering"
+    assert ws.progress_file("diarize").read_text().strip() == "second look"  # the last step: after the clustering
