@@ -272,3 +272,35 @@ def build_multispeaker(name: str, out_dir: Path) -> Path:
     wav.with_suffix(".rttm").write_text("\n".join(rttm) + "\n", encoding="utf-8")
     wav.with_suffix(".stm").write_text("\n".join(stm) + "\n", encoding="utf-8")
     return wav
+
+
+def expand_built(paths: list[str], build_dir: Path | None) -> list[str]:
+    """``built`` and ``long-meeting`` replaced by the files built from the corpus (never committed)."""
+    import tempfile
+
+    where = build_dir or Path(tempfile.mkdtemp(prefix="securetranscribe-built-"))
+    out: list[str] = []
+    for p in paths:
+        if p == "built":
+            out += [str(build_multispeaker(name, where)) for name in built_files()]
+        elif p == "long-meeting":
+            if not (where / "long_meeting.wav").is_file():
+                subprocess.run([sys.executable, str(default_corpus() / "make_long.py"), str(where), "--minutes", "20"],
+                               check=True, capture_output=True)
+            out.append(str(where / "long_meeting.wav"))
+        else:
+            out.append(p)
+    return out
+
+
+def display_name(path: Path) -> str:
+    """A file's name as the benchmarks print it: relative to the corpus or the project where it can be."""
+    if path.parent.name == "sample" and path.parent.parent.name == "audio":  # inside the pyannote.audio wheel
+        return f"{PYANNOTE_SAMPLE}/{path.name}"
+    corpus = default_corpus()
+    for base in (corpus, ROOT):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)

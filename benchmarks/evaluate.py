@@ -43,6 +43,8 @@ from common import (
     Item,
     default_corpus,
     discover,
+    display_name,
+    expand_built,
     machine,
     parse_params,
     peak_rss_mb,
@@ -74,7 +76,7 @@ def evaluate_item(item: Item, settings: Any, params: Any, *, transcribe: bool, c
     audio = decode(item.audio)
     seconds["decode"] = time.perf_counter() - t0
     duration = len(audio) / 16000
-    out: dict[str, Any] = {"file": _display(item.audio), "duration": round(duration, 2)}
+    out: dict[str, Any] = {"file": display_name(item.audio), "duration": round(duration, 2)}
 
     reference_turns = read_rttm(item.rttm) if item.rttm else None
     ref_text, ref_speakers = None, None
@@ -149,7 +151,7 @@ def coverage_item(item: Item, settings: Any, params: Any, speech_from: str = "di
 
     audio = decode(item.audio)
     duration = len(audio) / 16000
-    out: dict[str, Any] = {"file": _display(item.audio), "duration": round(duration, 2)}
+    out: dict[str, Any] = {"file": display_name(item.audio), "duration": round(duration, 2)}
     state = initial_state(settings, settings.chunk_target_s)
     model = load_model(resolve_model(settings.model, settings.models_dir), state.device, state.compute_type,
                        cpu_threads(settings.cpu_threads))
@@ -344,40 +346,6 @@ def segment_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _build(paths: list[str], build_dir: Path | None) -> list[str]:
-    """``built`` and ``long-meeting`` replaced by the files built from the corpus (never committed)."""
-    import subprocess
-    import tempfile
-
-    from common import build_multispeaker, built_files
-
-    where = build_dir or Path(tempfile.mkdtemp(prefix="securetranscribe-built-"))
-    out: list[str] = []
-    for p in paths:
-        if p == "built":
-            out += [str(build_multispeaker(name, where)) for name in built_files()]
-        elif p == "long-meeting":
-            if not (where / "long_meeting.wav").is_file():
-                subprocess.run([sys.executable, str(default_corpus() / "make_long.py"), str(where), "--minutes", "20"],
-                               check=True, capture_output=True)
-            out.append(str(where / "long_meeting.wav"))
-        else:
-            out.append(p)
-    return out
-
-
-def _display(path: Path) -> str:
-    if path.parent.name == "sample" and path.parent.parent.name == "audio":  # inside the pyannote.audio wheel
-        return f"{PYANNOTE_SAMPLE}/{path.name}"
-    corpus = default_corpus()
-    for base in (corpus, ROOT):
-        try:
-            return str(path.relative_to(base))
-        except ValueError:
-            continue
-    return str(path)
-
-
 def summarise(rows: list[dict[str, Any]], collar: str = "0.25") -> dict[str, Any]:
     """Mean, spread and speaker-count accuracy of the scored files, overall and per folder."""
     def block(selected: list[dict[str, Any]]) -> dict[str, Any]:
@@ -474,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = args.paths or [str(default_corpus()), PYANNOTE_SAMPLE]
     if "built" in paths or "long-meeting" in paths:
-        paths = _build(paths, args.build_dir)
+        paths = expand_built(paths, args.build_dir)
     items = discover(paths)
     if not items:
         raise SystemExit("no audio file with a reference (.rttm, .stm or .txt next to it) found")

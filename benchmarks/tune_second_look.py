@@ -24,8 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import PYANNOTE_SAMPLE, default_corpus, discover, machine, parse_params, write_json
-from evaluate import _build, _display
+from common import (
+    PYANNOTE_SAMPLE,
+    default_corpus,
+    discover,
+    display_name,
+    expand_built,
+    machine,
+    parse_params,
+    write_json,
+)
 
 OFF = "off"
 
@@ -84,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     base = parse_params(args.param)
     keys = [OFF] + [f"{m:g}" for m in margins]
     paths = args.paths or [str(default_corpus() / "ami"), PYANNOTE_SAMPLE, "built"]
-    tuning = [it for it in discover(_build(paths, args.build_dir)) if it.rttm]
-    held = [it for it in discover(_build(args.held_out, args.build_dir)) if it.rttm]
+    tuning = [it for it in discover(expand_built(paths, args.build_dir)) if it.rttm]
+    held = [it for it in discover(expand_built(args.held_out, args.build_dir)) if it.rttm]
 
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     held_rows: dict[str, dict[str, dict[str, Any]]] = {}
@@ -93,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     for items, into in ((tuning, rows), (held, held_rows)):
         for item in items:
             audio, result = diarize_off(item, settings, base)
-            into[_display(item.audio)] = score_margins(item, audio, result, margins, base)
-            steps[_display(item.audio)] = result.timings
-            print(_display(item.audio), {k: round(v["der"], 3) for k, v in into[_display(item.audio)].items()},
+            name = display_name(item.audio)
+            into[name] = score_margins(item, audio, result, margins, base)
+            steps[name] = result.timings
+            print(name, {k: round(v["der"], 3) for k, v in into[name].items()},
                   "diarization steps (s):", result.timings, flush=True)
 
     best = choose(rows, keys)
