@@ -138,10 +138,27 @@ def busy_retry(call: Callable[[], Any], timeout: float = 60) -> Any:
 
 
 def create_backfill(af: Airflow, body: dict) -> dict:
-    """POST /backfills; after a busy answer, only again if no backfill of the DAG was created meanwhile."""
-    def create() -> dict:
-        open_ = [b for b in af.api("GET", f"/backfills?dag_id={body['dag_id']}")["backfills"] if not b["completed_at"]]
-        return open_[0] if open_ else af.api("POST", "/backfills", body)
+    """POST /backfills; after a busy answer, only again if no backfill of the DAG was created meanwhile.
+
+    A busy answer (500/503) can come after the backfill was committed, and "409: already a running backfill"
+    can answer a repeat of it: the new backfill is then the one that was not there before, open or already done.
+    """
+    def listed() -> list[dict]:
+        return af.api("GET", f"/backfills?dag_id={body['dag_id']}&limit=100")["backfills"]
+
+    before = {b["id"] for b in listed()}
+
+    def create() -> dict | None:
+        new = [b for b in listed() if b["id"] not in before]
+        if new:
+            return new[0]
+        try:
+            return af.api("POST", "/backfills", body)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+            print("API: a backfill is already running (an earlier try was committed); look again")
+            return None
 
     return busy_retry(create)
 
