@@ -6,6 +6,8 @@ For each slot count the embedded Airflow (``tests/airflow_harness``) starts on a
 ``SECURETRANSCRIBE_CPU_HEAVY_TASKS=<slots>`` (CPU threads: cores ÷ slots), two corpus files are dropped into
 the inbox at once, and the time from the drop until both processing runs finished is measured, with each
 heavy task's own duration (from the Airflow API) and how long transcribe/diarize tasks ran side by side.
+The JSON (and ``--timeline`` on screen) has every task of the inbox and processing runs: queued, started and
+ended, in seconds after the drop — where a short file's time goes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from common import airflow_harness, default_corpus, machine, write_json
 
 PROCESS = "securetranscribe_process"
+INBOX = "securetranscribe_inbox"
 HEAVY = ("transcribe", "diarize")
 
 
@@ -55,6 +58,8 @@ def measure(slots: int, files: list[Path], model: str) -> dict[str, Any]:
         runs = af.wait_for_runs(PROCESS, count=len(files), timeout=3600)
         wall = max(_t(r["end_date"]) for r in runs) - t0
         tasks, spans = [], []
+        timeline = [step for dag_id in (INBOX, PROCESS) for r in af.runs(dag_id)
+                     for step in _timeline(af, dag_id, r, t0)]
         for r in runs:
             for ti in af.task_instances(PROCESS, r["dag_run_id"]):
                 if ti["task_id"] in HEAVY and ti["start_date"] and ti["end_date"]:
@@ -63,7 +68,26 @@ def measure(slots: int, files: list[Path], model: str) -> dict[str, Any]:
                     tasks.append({"run": r["dag_run_id"], "task": ti["task_id"], "seconds": round(e - s, 1),
                                   "start": round(s - t0, 1)})
         return {"slots": slots, "states": sorted(r["state"] for r in runs), "wall_s": round(wall, 1),
-                "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"])}
+                "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"]),
+                "timeline": sorted(timeline, key=lambda x: (x["start"] is None, x["start"] or 0))}
+
+
+def _timeline(af: Any, dag_id: str, run: dict, t0: float) -> list[dict[str, Any]]:
+    """Every task of a run: when it was queued, started and ended, in seconds after the drop."""
+    def rel(stamp: str | None) -> float | None:
+        return None if not stamp else round(_t(stamp) - t0, 2)
+
+    return [{"dag": dag_id, "run": run["dag_run_id"], "task": ti["task_id"], "map_index": ti.get("map_index", -1),
+             "queued": rel(ti.get("queued_when")), "start": rel(ti["start_date"]), "end": rel(ti["end_date"])}
+            for ti in af.task_instances(dag_id, run["dag_run_id"])]
+
+
+def print_timeline(steps: list[dict[str, Any]]) -> None:
+    """One line per task: queued → start → end (seconds after the drop), and its start-up wait."""
+    for x in steps:
+        wait = "" if x["queued"] is None or x["start"] is None else f"  (waited {x['start'] - x['queued']:.1f} s)"
+        label = x["task"] + ("" if x["map_index"] in (-1, None) else f"[{x['map_index']}]")
+        print(f"  {x['dag'][17:]:8} {label:28} queued {x['queued']}  start {x['start']}  end {x['end']}{wait}")
 
 
 def main() -> int:
@@ -72,6 +96,7 @@ def main() -> int:
     parser.add_argument("--model", default="base")
     parser.add_argument("--files", nargs="+", default=["ami/dev00.flac", "ami/trn04.flac"])
     parser.add_argument("--json", type=Path, default=Path("artifacts/pool_overlap.json"))
+    parser.add_argument("--timeline", action="store_true", help="print every task's queued/start/end times")
     args = parser.parse_args()
     files = [default_corpus() / f for f in args.files]
     results = []
@@ -79,6 +104,8 @@ def main() -> int:
         results.append(measure(slots, files, args.model))
         print(f"slots={slots}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
               f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}", flush=True)
+        if args.timeline:
+            print_timeline(results[-1]["timeline"])
     write_json(args.json, {"machine": machine(), "model": args.model, "files": args.files, "results": results})
     return 0
 

@@ -116,6 +116,44 @@ def test_batchnorm_folding_keeps_the_network_output(tiny_settings):
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_crop_batcher_gives_each_crop_its_own_embedding(pyannote_sample, tiny_settings):
+    """Crops batched by length: exact (quantum 0) or trimmed at both ends to a multiple of the quantum."""
+    from tasks.diarization.embedding import CropBatcher, kaldi_fbank
+
+    model = _campplus(tiny_settings)
+    wave = torch.from_numpy(audio.decode(pyannote_sample)[: 16000 * 12]).reshape(1, -1)
+    feats = kaldi_fbank(wave, model.mel_banks, model.window)[0]
+    lengths = [300, 300, 300, 300, 310, 347, 349, 120, 9 + 1]
+    crops = [feats[i * 40: i * 40 + n] for i, n in enumerate(lengths)]
+
+    def alone(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.net((x - x.mean(dim=0)).unsqueeze(0))[0]
+
+    exact = CropBatcher(model, quantum_frames=0, batch=4)
+    for i, x in enumerate(crops):
+        exact.add(i, x)
+    got = exact.flush()
+    assert exact.passes == 1 + 5  # the four 300-frame crops in one pass, the other lengths alone
+    for i, x in enumerate(crops):
+        assert torch.allclose(got[i], alone(x), atol=1e-4)
+
+    trimmed = CropBatcher(model, quantum_frames=50, batch=4)
+    for i, x in enumerate(crops):
+        trimmed.add(i, x)
+    got = trimmed.flush()
+    assert trimmed.passes == 1 + 1 + 1 + 1  # 300 ×4 | 310, 347, 349 → 300 | 120 → 100 | 10 (shorter than 50)
+    middle = crops[5][23: 23 + 300]  # 347 frames: 47 cut, 23 at the start and 24 at the end
+    assert torch.allclose(got[5], alone(middle), atol=1e-4)
+    assert torch.allclose(got[8], alone(crops[8]), atol=1e-4)
+
+    bounded = CropBatcher(model, quantum_frames=0, batch=4, max_pending=3)
+    for i, x in enumerate(crops[4:]):
+        bounded.add(i, x)
+        assert bounded.waiting < 3
+    assert len(bounded.flush()) == 5
+
+
 def test_cropped_embedding_is_the_embedding_of_the_cropped_speech(pyannote_sample, tiny_settings):
     """embed_cropped == the network on the speaker's active frames only; inactive speakers are NaN."""
     from tasks.diarization.embedding import kaldi_fbank
