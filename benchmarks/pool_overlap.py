@@ -1,6 +1,7 @@
 """Two files dropped together into a real `make run`: wall time with 1 vs N heavy-task slots on the CPU.
 
-    .venv/bin/python benchmarks/pool_overlap.py [--slots 1 2] [--model base] [--json artifacts/pool_overlap.json]
+    .venv/bin/python benchmarks/pool_overlap.py [--slots 1 2] [--preload off on] [--files ami/dev00.flac …]
+        [--model base] [--timeline] [--json artifacts/pool_overlap.json]
 
 For each slot count the embedded Airflow (``tests/airflow_harness``) starts on a fresh data root with
 ``SECURETRANSCRIBE_CPU_HEAVY_TASKS=<slots>`` (CPU threads: cores ÷ slots), two corpus files are dropped into
@@ -43,11 +44,13 @@ def overlap(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def measure(slots: int, files: list[Path], model: str) -> dict[str, Any]:
+def measure(slots: int, files: list[Path], model: str, preload: bool = True) -> dict[str, Any]:
     harness = airflow_harness()
     with tempfile.TemporaryDirectory(prefix="pool-overlap-") as tmp, harness.running_airflow(
             Path(tmp), SECURETRANSCRIBE_MODEL=model, SECURETRANSCRIBE_CPU_HEAVY_TASKS=str(slots),
+            SECURETRANSCRIBE_PRELOAD_LIBRARIES=str(preload).lower(),
             SECURETRANSCRIBE_FORMATS="txt,json", SECURETRANSCRIBE_INBOX_STABLE_S="1") as af:
+        idle_inbox(af, harness)  # "dropped into a running, idle make run": the inbox sensor is already waiting
         staging = Path(tmp) / "staging"
         staging.mkdir()
         for f in files:
@@ -67,9 +70,19 @@ def measure(slots: int, files: list[Path], model: str) -> dict[str, Any]:
                     spans.append((s, e))
                     tasks.append({"run": r["dag_run_id"], "task": ti["task_id"], "seconds": round(e - s, 1),
                                   "start": round(s - t0, 1)})
-        return {"slots": slots, "states": sorted(r["state"] for r in runs), "wall_s": round(wall, 1),
+        return {"slots": slots, "preload_libraries": preload, "states": sorted(r["state"] for r in runs),
+                "wall_s": round(wall, 1),
                 "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"]),
                 "timeline": sorted(timeline, key=lambda x: (x["start"] is None, x["start"] or 0))}
+
+
+def idle_inbox(af: Any, harness: Any) -> None:
+    """Wait until the inbox run's sensor is deferred (waiting in the triggerer for files)."""
+    def deferred() -> bool:
+        return any(ti["task_id"] == "wait_for_files" and ti["state"] == "deferred"
+                   for r in af.runs(INBOX) for ti in af.task_instances(INBOX, r["dag_run_id"]))
+
+    harness.wait_until(deferred, 300, 0.5, "the inbox sensor to wait for files")
 
 
 def _timeline(af: Any, dag_id: str, run: dict, t0: float) -> list[dict[str, Any]]:
@@ -96,13 +109,16 @@ def main() -> int:
     parser.add_argument("--model", default="base")
     parser.add_argument("--files", nargs="+", default=["ami/dev00.flac", "ami/trn04.flac"])
     parser.add_argument("--json", type=Path, default=Path("artifacts/pool_overlap.json"))
+    parser.add_argument("--preload", nargs="+", choices=("on", "off"), default=["on"],
+                        help="Settings.preload_libraries: the scheduler imports the heavy libraries once (on) or "
+                        "each task imports them (off); both: one after the other")
     parser.add_argument("--timeline", action="store_true", help="print every task's queued/start/end times")
     args = parser.parse_args()
     files = [default_corpus() / f for f in args.files]
     results = []
-    for slots in args.slots:
-        results.append(measure(slots, files, args.model))
-        print(f"slots={slots}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
+    for slots, preload in ((n, p) for n in args.slots for p in args.preload):
+        results.append(measure(slots, files, args.model, preload == "on"))
+        print(f"slots={slots} preload={preload}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
               f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}", flush=True)
         if args.timeline:
             print_timeline(results[-1]["timeline"])

@@ -37,7 +37,7 @@ SETTINGS = Settings.from_env()
 )
 def securetranscribe_inbox() -> None:
     files = InboxSensor(task_id="wait_for_files", inbox=str(SETTINGS.inbox), stable_s=SETTINGS.inbox_stable_s,
-                        poll_s=2.0, doc_md="Wait, deferred, until complete files are in the inbox.")
+                        poll_s=SETTINGS.inbox_poll_s, doc_md="Wait, deferred, until complete files are in the inbox.")
 
     @task
     def claim_files(found: list[dict]) -> list[dict]:

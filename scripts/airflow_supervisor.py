@@ -251,6 +251,9 @@ class Supervisor:
         airflow = str(Path(sys.executable).parent / "airflow")
         cmds = {n: [airflow, n] + (["--skip-serve-logs"] if n in ("scheduler", "triggerer") else [])
                 for n in COMPONENTS}
+        if settings.preload_libraries:  # task processes are forked from the scheduler: libraries imported once
+            cmds["scheduler"] = [sys.executable, str(Path(__file__).with_name("airflow_preloaded.py")),
+                                 *cmds["scheduler"][1:]]
         cmds.update(log_server_commands(self.env, host))
         self.components = [Component(n, cmd, logs / f"{n}.log") for n, cmd in cmds.items()]
         self.stopping = False

@@ -78,6 +78,10 @@ class Settings:
                              "on CPU) or any CTranslate2 type: int8, float16, int8_float16, float32 …")
     cpu_threads: int = knob(0, help="Threads per CPU inference task; 0: every core (CLI), or under `make run` "
                             "without a GPU the cores split between cpu_heavy_tasks.")
+    preload_libraries: bool = knob(True, help="`make run`: the scheduler imports torch, pyannote.audio and "
+                                   "faster-whisper once at start; every task process, forked from it by the "
+                                   "LocalExecutor, then starts without importing them (seconds per task). Code "
+                                   "only: no model is loaded or shared.")
     cpu_heavy_tasks: int = knob(0, help="Without a GPU: transcribe/diarize tasks run at once (slots of the `gpu` "
                                 "pool, `make run`); 0: a quarter of the cores, at least 2, at most all. With GPUs: "
                                 "one per GPU.")
@@ -159,6 +163,8 @@ class Settings:
     # -- inputs and outputs ---------------------------------------------------------------------
     inbox_stable_s: float = knob(5.0, help="A file in the inbox is taken once its size and mtime have not changed "
                                  "for this long.")
+    inbox_poll_s: float = knob(0.5, help="How often the inbox trigger lists the inbox folder (one directory scan, "
+                               "in the triggerer).")
     formats: tuple[str, ...] = knob(ALL_FORMATS, run=True, choices=ALL_FORMATS, metavar="FMT,FMT",
                                     help="Export formats (default: all of them; a list narrows): "
                                     + " ".join(ALL_FORMATS) + ".")

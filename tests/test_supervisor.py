@@ -1,8 +1,9 @@
 """The embedded deployment (`make run`): loopback listeners, one supervisor per data root, no orphans.
 
-One real supervisor (the harness), then: every listening socket of its process tree is on 127.0.0.1; a
-second supervisor on the same data root refuses; after SIGKILL of the supervisor (as the OOM killer
-would), no process is left with the data root in its command line or environment.
+One real supervisor (the harness), then: every listening socket of its process tree is on 127.0.0.1; the
+scheduler runs with the heavy libraries already imported (``scripts/airflow_preloaded.py``); a second
+supervisor on the same data root refuses; after SIGKILL of the supervisor (as the OOM killer would), no
+process is left with the data root in its command line or environment.
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ def test_loopback_listeners_one_supervisor_per_data_root_and_no_orphans(tmp_path
 
         sockets = wait_until(all_listening, 120, 1.0, "the api-server and both log servers to listen")
         assert {addr for addr, _, _ in sockets} == {"127.0.0.1"}, sockets
+
+        # the scheduler (the parent of every task process) started with torch and pyannote.audio imported
+        guard = [p for p in tree(af.proc.pid) if "--guard" in p.cmdline() and "scheduler" in p.cmdline()]
+        assert len(guard) == 1 and "airflow_preloaded.py" in " ".join(guard[0].cmdline()), guard
+        scheduler = guard[0].children()  # the guard runs the component as its only child
+
+        def preloaded() -> set[str] | None:  # the scheduler imports them before Airflow starts its loop
+            mapped = {os.path.basename(m.path) for m in scheduler[0].memory_maps()}
+            return mapped if any(name.startswith("libctranslate2") for name in mapped) else None
+
+        mapped = wait_until(preloaded, 120, 1.0, "the scheduler to import the libraries")
+        assert any(name.startswith("libtorch_cpu") for name in mapped), sorted(mapped)
 
         # a second `make run` on the same data root refuses, and says why
         second = subprocess.run([sys.executable, str(ROOT / "scripts" / "airflow_supervisor.py"), "--port",
