@@ -17,6 +17,8 @@ Measured (``KIND``):
   batch_size=8, word_timestamps=True)`` — what ``ours`` reproduces chunk by chunk.
 - ``bare-plain``: ``WhisperModel.transcribe(vad_filter=True, word_timestamps=True)``, for reference.
 - ``diarize``: decode + diarization alone (per-step times, DER against the file's RTTM).
+- ``cli`` (part ``cli``): the ``securetranscribe transcribe`` command, a fresh process with its imports and
+  model loading, all nine formats — the whole run a user waits for — against bare batched just before it.
 
 ``--through-dag`` runs ``benchmarks/through_dag.py`` instead (the file through the real Airflow DAG).
 """
@@ -149,6 +151,30 @@ def run_worker(kind: str, audio: Path, model: str, params: list[str]) -> dict[st
     return result
 
 
+def run_cli(audio: Path, model: str) -> dict[str, Any]:
+    """``securetranscribe transcribe`` as a user runs it: a fresh process, imports and model loading, the
+    default formats (all nine) into a temporary folder. Its own stage times come from the transcript JSON."""
+    cli = Path(sys.executable).parent / "securetranscribe"
+    load_before = os.getloadavg()[0]
+    before = os.times()
+    with tempfile.TemporaryDirectory(prefix="speed-cli-") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(cli), "transcribe", str(audio), "--model", model, "--out", out],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"the CLI failed:\n{proc.stderr[-3000:]}")
+        transcript = json.loads(next(Path(out).rglob(f"{audio.stem}.json")).read_text(encoding="utf-8"))
+        written = sorted(p.suffix for p in Path(out).rglob(f"{audio.stem}.*"))
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    duration = float(transcript.get("duration") or 0.0)
+    return {"kind": "cli", "model": model, "wall_s": wall, "rtf_x": duration / wall, "duration": duration,
+            "stages": transcript.get("timings", {}), "formats": written, "load_s": 0.0, "cpu_s": round(cpu, 1),
+            "peak_rss_mb": round(peak_rss_mb(children=True)), "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2)}
+
+
 # -- the DAG mode ---------------------------------------------------------------------------------------
 def run_through_dag(minutes: float, model: str, json_out: Path) -> int:
     """End to end through the Airflow DAG: runs ``benchmarks/through_dag.py`` in its own process.
@@ -194,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-repeats", type=int, default=1, help="repeats of bare-plain (default 1; 0 skips)")
     parser.add_argument("--only", default="transcription,pipeline,diarization",
                         help="parts: transcription (ours vs bare), pipeline (with diarization), diarization, "
-                             "diarize-vs-bare (bare batched faster-whisper then each --variant, per repeat)")
+                             "diarize-vs-bare (bare batched faster-whisper then each --variant, per repeat), "
+                             "cli (bare batched, then `securetranscribe transcribe` with all formats, per repeat)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="DiarizationParams override (repeatable)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
@@ -241,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     if "diarization" in parts:
         for _ in range(args.repeats):
             measure("diarize", args.models.split(",")[0])
+    if "cli" in parts:  # the whole CLI run (fresh process, all exports) right after bare batched, per repeat
+        model = args.models.split(",")[0]
+        for _ in range(args.repeats):
+            measure("bare-batched", model)
+            r = run_cli(audio, model)
+            print(f"  cli           {model:8s} {r['wall_s']:7.1f} s  {r['rtf_x']:5.1f}x  formats {r['formats']}  "
+                  f"stages {r['stages']}", file=sys.stderr, flush=True)
+            runs.append(r)
     if "diarize-vs-bare" in parts:  # diarization over bare batched faster-whisper, same run, interleaved
         model = args.models.split(",")[0]
         variants = [_variant(v) for v in args.variant] or [("default", [])]
@@ -283,7 +318,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if key in best:
                 row[key] = best[key]
         bare = groups.get((model, "bare-batched"))
-        if bare and (kind in ("ours", "pipeline", "bare-plain") or kind.startswith("diarize:")):
+        if bare and (kind in ("ours", "pipeline", "bare-plain", "cli") or kind.startswith("diarize:")):
             row["vs_bare_batched"] = round(best["wall_s"] / _best(bare)["wall_s"], 2)
             pairs = [a["wall_s"] / b["wall_s"] for a, b in zip(rs, bare)]
             row["vs_bare_batched_per_repeat"] = [round(p, 2) for p in pairs]

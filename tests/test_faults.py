@@ -131,7 +131,8 @@ def _component_pids(af, name: str) -> list[int]:
             env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(cmd) > 1 and cmd[1].endswith(b"airflow") and cmd[2:3] == [name.encode()] \
+        launcher = cmd[1] if len(cmd) > 1 else b""  # `airflow`, or scripts/airflow_preloaded.py (the scheduler)
+        if launcher.endswith((b"/airflow", b"/airflow_preloaded.py")) and cmd[2:3] == [name.encode()] \
                 and f"AIRFLOW_HOME={af.home}".encode() in env:
             pids.append(int(proc.name))
     return pids
