@@ -1,8 +1,9 @@
 """The whole pipeline for one file in this process — what the CLI runs.
 
 :func:`transcribe_file` executes the same stages (:data:`tasks.stages.STAGES`) as the Airflow DAGs, over a
-temporary work folder: claim (the file is read in place) → probe → plan → transcribe → diarize → merge,
-then, with ``out_dir``, each export format. So the CLI and a DAG run give the same transcript for the same
+temporary work folder: claim (the file is read in place) → probe → plan → transcribe ∥ diarize (side by side
+on a CPU-only host, as the DAG's tasks run; ``Settings.side_by_side``) → merge, then, with ``out_dir``, each
+export format. So the CLI and a DAG run give the same transcript for the same
 file and settings, and record the same stage names.
 """
 
@@ -51,14 +52,46 @@ def transcribe_file(
         info = claim_stage(CLI_RUN_ID, path, dict(conf or {}), settings, hooks=hooks, work=work, out_dir=target,
                            stem=stem, take=False)
         ws = Workspace(info["work"])
-        for stage in STAGES:
-            if stage.analysis:
+        analysis = [stage for stage in STAGES if stage.analysis]
+        heavy = [stage for stage in analysis if stage.gpu]
+        together = _side_by_side(settings, ws)
+        for stage in analysis:
+            if together and stage.gpu:
+                if stage is heavy[0]:
+                    _run_side_by_side(heavy, ws, together, hooks)
+            else:
                 stage.run(ws, settings, hooks=hooks)
         if out_dir is not None:
             _export(ws, settings, hooks, on_export)
         transcript = Transcript.load(ws.transcript_file)
         transcript.timings = stage_timings(ws)
         return transcript
+
+
+def _side_by_side(settings: Settings, ws: Workspace) -> Settings | None:
+    """The settings for transcribe ∥ diarize, or None to run them one after the other.
+
+    Side by side only on the CPU (one GPU runs one heavy stage at a time, as the DAGs' pool does), with
+    diarization on and at least 2 cores; each stage then gets half the cores unless ``cpu_threads`` is set.
+    """
+    from .devices import usable_cores, whisper_device
+    from .options import run_settings
+
+    run = run_settings(settings, ws.run_info().options)
+    if not (settings.side_by_side and run.diarize and usable_cores() >= 2 and whisper_device(run.device) == "cpu"):
+        return None
+    return settings if settings.cpu_threads > 0 else settings.replace(cpu_threads=usable_cores() // 2)
+
+
+def _run_side_by_side(stages: list[Any], ws: Workspace, settings: Settings, hooks: StageHooks) -> None:
+    """Run the heavy stages in threads at once (CTranslate2 and torch release the GIL while they compute);
+    the first failure is raised once both have ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(stages), thread_name_prefix="stage") as pool:
+        futures = [pool.submit(stage.run, ws, settings, hooks=hooks) for stage in stages]
+    for future in futures:
+        future.result()
 
 
 def _export(ws: Workspace, settings: Settings, hooks: StageHooks, report: ExportFn | None) -> None:

@@ -78,6 +78,9 @@ class Settings:
                              "on CPU) or any CTranslate2 type: int8, float16, int8_float16, float32 …")
     cpu_threads: int = knob(0, help="Threads per CPU inference task; 0: every core (CLI), or under `make run` "
                             "without a GPU the cores split between cpu_heavy_tasks.")
+    side_by_side: bool = knob(True, help="CLI on a CPU-only host with 2 cores or more: transcribe and diarize run "
+                              "at once, each with half the cores (as `make run`'s two gpu-pool slots do); neither "
+                              "scales to every core, so together they finish sooner.")
     preload_libraries: bool = knob(True, help="`make run`: the scheduler imports torch, pyannote.audio and "
                                    "faster-whisper once at start; every task process, forked from it by the "
                                    "LocalExecutor, then starts without importing them (seconds per task). Code "

@@ -108,3 +108,35 @@ def test_a_250_character_name_gets_every_export_format(tmp_path):
     assert {n.rsplit(".", 1)[1] for n in written} == set(ALL_FORMATS), written
     assert all(len(n.encode()) <= 255 and not n.startswith(".") for n in written), written
     assert "country" in (tmp_path / "out" / written[0]).with_suffix(".txt").read_text(encoding="utf-8")
+
+
+def test_transcribe_and_diarize_side_by_side_give_the_same_transcript(tiny_settings, pyannote_sample, monkeypatch):
+    """The CLI's transcribe ∥ diarize (threads, CPU) == one after the other, same threads per stage."""
+    import dataclasses
+    import threading
+
+    from tasks import devices, pipeline
+    from tasks.stages import STAGES
+
+    seen: dict[str, str] = {}
+
+    def traced(stage):  # record the thread each heavy stage runs in
+        def run(*args, **kwargs):
+            seen[stage.name] = threading.current_thread().name
+            return stage.run(*args, **kwargs)
+        return dataclasses.replace(stage, run=run) if stage.gpu else stage
+
+    monkeypatch.setattr(pipeline, "STAGES", tuple(traced(s) for s in STAGES))
+    monkeypatch.setattr(devices, "usable_cores", lambda: 2)
+    heavy = {s.name for s in STAGES if s.gpu}
+    settings = tiny_settings.replace(cpu_threads=1)
+
+    together = pipeline.transcribe_file(pyannote_sample, settings.replace(side_by_side=True))
+    assert set(seen) == heavy and all(seen[n].startswith("stage") for n in heavy), seen  # worker threads
+    seen.clear()
+    apart = pipeline.transcribe_file(pyannote_sample, settings.replace(side_by_side=False))
+    assert set(seen) == heavy and all(seen[n] == threading.current_thread().name for n in heavy), seen
+
+    assert len(together.speakers) == 2 and together.text.strip()
+    assert [(w.text, w.start, w.end, w.speaker) for w in together.words] == \
+        [(w.text, w.start, w.end, w.speaker) for w in apart.words]
