@@ -44,17 +44,18 @@ def overlap(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def measure(slots: int, files: list[Path], model: str, preload: bool = True) -> dict[str, Any]:
+def measure(slots: int, files: list[Path], model: str, preload: bool = True, stable_s: float = 1.0,
+            recorded_earlier: bool = False) -> dict[str, Any]:
     harness = airflow_harness()
     with tempfile.TemporaryDirectory(prefix="pool-overlap-") as tmp, harness.running_airflow(
             Path(tmp), SECURETRANSCRIBE_MODEL=model, SECURETRANSCRIBE_CPU_HEAVY_TASKS=str(slots),
             SECURETRANSCRIBE_PRELOAD_LIBRARIES=str(preload).lower(),
-            SECURETRANSCRIBE_FORMATS="txt,json", SECURETRANSCRIBE_INBOX_STABLE_S="1") as af:
+            SECURETRANSCRIBE_FORMATS="txt,json", SECURETRANSCRIBE_INBOX_STABLE_S=f"{stable_s:g}") as af:
         idle_inbox(af, harness)  # "dropped into a running, idle make run": the inbox sensor is already waiting
         staging = Path(tmp) / "staging"
         staging.mkdir()
-        for f in files:
-            shutil.copyfile(f, staging / f.name)
+        for f in files:  # a fresh copy (mtime now), or the recording as it was (mtime kept)
+            (shutil.copy2 if recorded_earlier else shutil.copyfile)(f, staging / f.name)
         t0 = time.time()
         for f in files:  # a rename into the inbox: both appear at once, complete
             (staging / f.name).rename(af.settings_home / "inbox" / f.name)
@@ -70,7 +71,8 @@ def measure(slots: int, files: list[Path], model: str, preload: bool = True) -> 
                     spans.append((s, e))
                     tasks.append({"run": r["dag_run_id"], "task": ti["task_id"], "seconds": round(e - s, 1),
                                   "start": round(s - t0, 1)})
-        return {"slots": slots, "preload_libraries": preload, "states": sorted(r["state"] for r in runs),
+        return {"slots": slots, "preload_libraries": preload, "stable_s": stable_s,
+                "recorded_earlier": recorded_earlier, "states": sorted(r["state"] for r in runs),
                 "wall_s": round(wall, 1),
                 "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"]),
                 "timeline": sorted(timeline, key=lambda x: (x["start"] is None, x["start"] or 0))}
@@ -112,12 +114,17 @@ def main() -> int:
     parser.add_argument("--preload", nargs="+", choices=("on", "off"), default=["on"],
                         help="Settings.preload_libraries: the scheduler imports the heavy libraries once (on) or "
                         "each task imports them (off); both: one after the other")
+    parser.add_argument("--stable-s", type=float, default=1.0,
+                        help="SECURETRANSCRIBE_INBOX_STABLE_S of the deployment (default 1; the product's: 5)")
+    parser.add_argument("--recorded-earlier", action="store_true",
+                        help="drop the files with their own (old) mtime, as a finished recording moved into the "
+                        "inbox; default: fresh copies, mtime now")
     parser.add_argument("--timeline", action="store_true", help="print every task's queued/start/end times")
     args = parser.parse_args()
     files = [default_corpus() / f for f in args.files]
     results = []
     for slots, preload in ((n, p) for n in args.slots for p in args.preload):
-        results.append(measure(slots, files, args.model, preload == "on"))
+        results.append(measure(slots, files, args.model, preload == "on", args.stable_s, args.recorded_earlier))
         print(f"slots={slots} preload={preload}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
               f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}", flush=True)
         if args.timeline:

@@ -34,6 +34,8 @@ class Candidate:
     size: int
     mtime_ns: int
     is_symlink: bool = False
+    ctime_ns: int = 0
+    """Inode change time: every write changes it, and no writer can set it (unlike the mtime)."""
 
     @property
     def name(self) -> str:
@@ -56,36 +58,50 @@ def list_candidates(inbox: str | Path) -> list[Candidate]:
         try:
             if entry.is_symlink():
                 st = entry.stat(follow_symlinks=False)
-                found.append(Candidate(entry.path, st.st_size, st.st_mtime_ns, is_symlink=True))
+                found.append(Candidate(entry.path, st.st_size, st.st_mtime_ns, is_symlink=True,
+                                       ctime_ns=st.st_ctime_ns))
             elif entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
-                found.append(Candidate(entry.path, st.st_size, st.st_mtime_ns))
+                found.append(Candidate(entry.path, st.st_size, st.st_mtime_ns, ctime_ns=st.st_ctime_ns))
         except FileNotFoundError:  # vanished while listing
             continue
     return sorted(found, key=lambda c: c.name)
 
 
 class StabilityTracker:
-    """Remembers each candidate's size and mtime; a file is complete once they stay unchanged.
+    """Remembers each candidate's size, mtime and ctime; a file is complete once they stay unchanged.
 
-    A file still being written keeps changing size or mtime, so it is not taken until it has been
-    quiet for ``stable_s`` seconds (and it must have been seen at least twice).
+    A file still being written keeps changing size or ctime (every write changes the ctime, even where a
+    copier has set the mtime first), so it is not taken until it has been quiet for ``stable_s`` seconds.
+    Quiet since when: since it was first seen, or since its mtime when that is older — a finished
+    recording moved into the inbox keeps its mtime and is taken at the second look instead of ``stable_s``
+    later. Either way a file is seen twice, unchanged, before it is taken. An empty file waits twice as
+    long (a copy that has not written yet).
     """
 
     def __init__(self, stable_s: float = 5.0) -> None:
         self.stable_s = stable_s
-        self._seen: dict[str, tuple[int, int, float]] = {}
+        self._seen: dict[str, tuple[int, int, int, float]] = {}
 
-    def update(self, candidates: list[Candidate], now: float | None = None) -> list[Candidate]:
-        """Record the current listing; return the candidates unchanged for at least ``stable_s``."""
+    def update(self, candidates: list[Candidate], now: float | None = None,
+               wall_ns: int | None = None) -> list[Candidate]:
+        """Record the current listing; return the candidates unchanged for at least ``stable_s``.
+
+        ``now``: a monotonic clock (s); ``wall_ns``: the wall clock the mtimes are on (ns).
+        """
         now = time.monotonic() if now is None else now
+        wall_ns = time.time_ns() if wall_ns is None else wall_ns
         stable, current = [], {}
         for c in candidates:
-            size, mtime, since = self._seen.get(c.path, (-1, -1, now))
-            if (size, mtime) != (c.size, c.mtime_ns):
-                since = now
-            current[c.path] = (c.size, c.mtime_ns, since)
-            if now - since >= self.stable_s and (c.size > 0 or c.is_symlink or now - since >= 2 * self.stable_s):
+            known = self._seen.get(c.path)
+            if known is None or known[:3] != (c.size, c.mtime_ns, c.ctime_ns):
+                age = max(0.0, (wall_ns - c.mtime_ns) / 1e9) if known is None else 0.0
+                current[c.path] = (c.size, c.mtime_ns, c.ctime_ns, now - age)
+                continue  # seen for the first time, or changed: never taken on this look
+            since = known[3]
+            current[c.path] = known
+            quiet = now - since
+            if quiet >= self.stable_s and (c.size > 0 or c.is_symlink or quiet >= 2 * self.stable_s):
                 stable.append(c)
         self._seen = current
         return stable
