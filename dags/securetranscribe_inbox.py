@@ -1,11 +1,12 @@
 """
 ### securetranscribe_inbox — watch the inbox, start one processing run per file
 
-Drop audio or video files into `$SECURETRANSCRIBE_HOME/inbox/`. This DAG runs continuously, one run at
-a time: `wait_for_files` waits (deferred in the triggerer, holding no worker slot) until files are
-complete — size and mtime unchanged for a few seconds — then `claim_files` moves each one atomically
-into its own work folder and `start_runs` starts one `securetranscribe_process` run per file, with a run
-id that shows the file name. An idle inbox keeps a single waiting run: no empty runs in the grid.
+Drop audio or video files into `$SECURETRANSCRIBE_HOME/inbox/`. This DAG runs continuously, one run at a
+time: `wait_for_files` waits (deferred in the triggerer, holding no worker slot) until files are complete —
+size, mtime and ctime unchanged for a few seconds (a finished recording moved in: at once) — then
+`claim_files` moves each one atomically into its own work folder and `start_runs` starts one
+`securetranscribe_process` run per file, with a run id that shows the file name. An idle inbox keeps a
+single waiting run: no empty runs in the grid.
 
 Ignored: hidden files, `~$…` locks, `.part`/`.crdownload`/`.tmp` downloads, folders. Symlinks and
 non-audio files get a run too, which refuses them into `quarantine/` with a reason.

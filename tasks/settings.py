@@ -164,8 +164,9 @@ class Settings:
                                          "securetranscribe_process_batch).")
 
     # -- inputs and outputs ---------------------------------------------------------------------
-    inbox_stable_s: float = knob(5.0, help="A file in the inbox is taken once its size and mtime have not changed "
-                                 "for this long.")
+    inbox_stable_s: float = knob(5.0, help="A file in the inbox is taken once its size, mtime and ctime have not "
+                                 "changed for this long (counted from its mtime when older: a finished recording "
+                                 "moved in is taken at once).")
     inbox_poll_s: float = knob(0.5, help="How often the inbox trigger lists the inbox folder (one directory scan, "
                                "in the triggerer).")
     formats: tuple[str, ...] = knob(ALL_FORMATS, run=True, choices=ALL_FORMATS, metavar="FMT,FMT",

@@ -1,8 +1,9 @@
 """Inbox watching for Airflow: a trigger (runs in the triggerer) and a deferrable sensor.
 
-The trigger polls the inbox folder and fires once at least one file has kept the same size and mtime
-for ``stable_s`` seconds — files still being written are not taken. It never touches the files (the
-standard provider's file triggers delete what they see, which an inbox must never do).
+The trigger polls the inbox folder and fires once at least one file has kept the same size, mtime and ctime
+for ``stable_s`` seconds (``tasks.inbox.StabilityTracker``) — files still being written are not taken. It
+never touches the files (the standard provider's file triggers delete what they see, which an inbox must
+never do).
 """
 
 from __future__ import annotations
