@@ -137,42 +137,39 @@ def run_worker(kind: str, audio: Path, model: str, params: list[str]) -> dict[st
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--audio", str(audio), "--models", model]
     for p in params:
         cmd += ["--param", p]
-    load_before = os.getloadavg()[0]
-    before = os.times()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    after = os.times()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{kind} {model} failed:\n{proc.stderr[-3000:]}")
+    proc, _, usage = _child(cmd, f"{kind} {model}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    result.update(kind=kind, model=model, cpu_s=round(cpu, 1), load_before=round(load_before, 2),
-                  load_after=round(os.getloadavg()[0], 2))
+    result.update(kind=kind, model=model, **usage)
     result["rtf_x"] = result["duration"] / result["wall_s"]
     return result
+
+
+def _child(cmd: list[str], what: str) -> tuple[subprocess.CompletedProcess, float, dict[str, Any]]:
+    """Run ``cmd`` (warnings off); raise with its stderr if it fails. Returns it, its wall time, and its CPU
+    seconds with the load average before and after."""
+    load_before = os.getloadavg()[0]
+    before, t0 = os.times(), time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wall, after = time.perf_counter() - t0, os.times()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return proc, wall, {"cpu_s": round(cpu, 1), "load_before": round(load_before, 2),
+                        "load_after": round(os.getloadavg()[0], 2)}
 
 
 def run_cli(audio: Path, model: str) -> dict[str, Any]:
     """``securetranscribe transcribe`` as a user runs it: a fresh process, imports and model loading, the
     default formats (all nine) into a temporary folder. Its own stage times come from the transcript JSON."""
     cli = Path(sys.executable).parent / "securetranscribe"
-    load_before = os.getloadavg()[0]
-    before = os.times()
     with tempfile.TemporaryDirectory(prefix="speed-cli-") as out:
-        t0 = time.perf_counter()
-        proc = subprocess.run([str(cli), "transcribe", str(audio), "--model", model, "--out", out],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"the CLI failed:\n{proc.stderr[-3000:]}")
+        _, wall, usage = _child([str(cli), "transcribe", str(audio), "--model", model, "--out", out], "the CLI")
         transcript = json.loads(next(Path(out).rglob(f"{audio.stem}.json")).read_text(encoding="utf-8"))
         written = sorted(p.suffix for p in Path(out).rglob(f"{audio.stem}.*"))
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     duration = float(transcript.get("duration") or 0.0)
     return {"kind": "cli", "model": model, "wall_s": wall, "rtf_x": duration / wall, "duration": duration,
-            "stages": transcript.get("timings", {}), "formats": written, "load_s": 0.0, "cpu_s": round(cpu, 1),
-            "peak_rss_mb": round(peak_rss_mb(children=True)), "load_before": round(load_before, 2),
-            "load_after": round(os.getloadavg()[0], 2)}
+            "stages": transcript.get("timings", {}), "formats": written, "load_s": 0.0,
+            "peak_rss_mb": round(peak_rss_mb(children=True)), **usage}
 
 
 # -- the DAG mode ---------------------------------------------------------------------------------------

@@ -89,6 +89,11 @@ class DiarizationParams:
     segmentation_batch_size: int = 32
     embedding_batch_size: int = 32
 
+    @property
+    def crop_quantum_frames(self) -> int:
+        """``crop_quantum_s`` in fbank frames (10 ms)."""
+        return int(round(self.crop_quantum_s * 100))
+
     def for_duration(self, seconds: float) -> DiarizationParams:
         """The parameters a file of this length is diarized with."""
         if seconds < self.long_file_s:
@@ -186,7 +191,7 @@ def _offline_pipeline_class():
             self._pooling = params.embedding_pooling
             self._block_s = params.embedding_block_s
             self._stride = params.embedding_stride
-            self._quantum_frames = int(round(params.crop_quantum_s * 100))  # fbank frames: 10 ms
+            self._quantum_frames = params.crop_quantum_frames
             self._reuse_rules = window_reuse.ReuseRules(params.reuse_min_iou, params.reuse_min_shared)
             if self._pooling not in ("crop", "mask", "block"):
                 raise ValueError(f"embedding_pooling must be 'crop', 'mask' or 'block', not {self._pooling!r}")
@@ -411,13 +416,18 @@ def second_look(audio: np.ndarray, turns: list[Turn], exclusive: list[Turn], mod
     import torch
 
     from . import refine
+    from .embedding import CropBatcher, kaldi_fbank
 
     rules = refine.RefineRules.of(params)
 
-    def embed(pieces: np.ndarray) -> np.ndarray:
-        wave = torch.from_numpy(np.array(pieces, dtype=np.float32))[:, None].to(model.device)  # (B, 1, N)
+    def embed(pieces: list[np.ndarray]) -> np.ndarray:  # == model(piece) each, those of one length batched
+        batcher = CropBatcher(model, params.crop_quantum_frames)
         with torch.inference_mode():
-            return model(wave).float().cpu().numpy()
+            for i, piece in enumerate(pieces):
+                wave = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32))[None].to(model.device)
+                batcher.add(i, kaldi_fbank(wave, model.mel_banks, model.window)[0])
+            done = batcher.flush()
+        return np.stack([done[i].float().cpu().numpy() for i in range(len(pieces))])
 
     found = refine.islands(exclusive, rules)
     moves = refine.plan_moves(found, refine.embed_islands(found, audio, embed, rules), rules)

@@ -42,24 +42,11 @@ class RefineRules:
     """Two pieces of one label less than this apart are one island (a longer pause may be a change of voice)."""
     rounds: int = 2
     """Centroids are recomputed after each round of moves."""
-    quantum_s: float = 0.0
-    """The embedded middle is rounded down to a multiple of this (not below ``min_island_s``), so that
-    islands of nearly equal length are embedded in one batch; 0: exact lengths."""
-    batch: int = 4
-    """Islands of one embedded length per forward pass."""
 
     @classmethod
     def of(cls, params: DiarizationParams) -> RefineRules:
         return cls(min_island_s=params.refine_min_island_s, max_embed_s=params.refine_max_embed_s,
-                   margin=params.refine_margin, max_distance=params.clustering_threshold,
-                   quantum_s=params.crop_quantum_s)
-
-    def embedded_s(self, duration: float) -> float:
-        """Seconds of an island's middle that are embedded."""
-        length = min(duration, self.max_embed_s)
-        if self.quantum_s > 0:
-            length = max(min(self.min_island_s, length), length - length % self.quantum_s)
-        return length
+                   margin=params.refine_margin, max_distance=params.clustering_threshold)
 
 
 @dataclass(frozen=True)
@@ -104,7 +91,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: RefineRules) -> list[Move]:
     """The moves, given unit embeddings of some islands (index in ``found`` → vector). Pure: no audio."""
     labels = {i: found[i].speaker for i in embeddings}
-    weight = {i: rules.embedded_s(found[i].duration) for i in embeddings}
+    weight = {i: min(found[i].duration, rules.max_embed_s) for i in embeddings}
     moves: dict[int, Move] = {}
     for _ in range(rules.rounds):
         sums: dict[str, np.ndarray] = {}
@@ -134,31 +121,27 @@ def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: Re
     return [m for i, m in sorted(moves.items()) if m.old != labels[i] and m.new == labels[i]]
 
 
-def embed_islands(found: list[Island], audio: np.ndarray, embed: Callable[[np.ndarray], np.ndarray],
-                  rules: RefineRules) -> dict[int, np.ndarray]:
-    """Unit embeddings of the islands long enough (the middle ``rules.embedded_s`` of each).
+def embed_islands(found: list[Island], audio: np.ndarray,
+                  embed: Callable[[list[np.ndarray]], np.ndarray], rules: RefineRules) -> dict[int, np.ndarray]:
+    """Unit embeddings of the islands long enough (the middle ``max_embed_s`` of each).
 
-    ``embed`` takes a (B, N) batch of equal-length pieces and returns (B, D): islands whose embedded
-    pieces have the same number of samples share a call, ``rules.batch`` at a time.
+    ``embed`` takes the pieces of audio and returns one embedding per piece (N, D), in one call so that it
+    can batch them.
     """
-    pieces: dict[int, list[tuple[int, np.ndarray]]] = {}
+    chosen: list[int] = []
+    pieces: list[np.ndarray] = []
     for i, island in enumerate(found):
         if island.duration < rules.min_island_s:
             continue
         middle = (island.start + island.end) / 2
-        n = int(round(rules.embedded_s(island.duration) * SAMPLE_RATE))
-        a = max(0, int(round(middle * SAMPLE_RATE)) - n // 2)
-        piece = audio[a: a + n]
-        pieces.setdefault(len(piece), []).append((i, piece))
-    out: dict[int, np.ndarray] = {}
-    for group in pieces.values():
-        for k in range(0, len(group), rules.batch):
-            part = group[k: k + rules.batch]
-            vectors = np.asarray(embed(np.stack([p for _, p in part])), dtype=np.float64).reshape(len(part), -1)
-            for (i, _), vector in zip(part, vectors):
-                if np.all(np.isfinite(vector)):
-                    out[i] = _unit(vector)
-    return out
+        half = min(island.duration, rules.max_embed_s) / 2
+        a, b = int((middle - half) * SAMPLE_RATE), int((middle + half) * SAMPLE_RATE)
+        chosen.append(i)
+        pieces.append(audio[max(0, a): b])
+    if not pieces:
+        return {}
+    vectors = np.asarray(embed(pieces), dtype=np.float64).reshape(len(pieces), -1)
+    return {i: _unit(v) for i, v in zip(chosen, vectors) if np.all(np.isfinite(v))}
 
 
 def apply_moves(turns: list[Turn], moves: list[Move], rules: RefineRules) -> list[Turn]:
