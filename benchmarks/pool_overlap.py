@@ -1,7 +1,8 @@
 """Two files dropped together into a real `make run`: wall time with 1 vs N heavy-task slots on the CPU.
 
     .venv/bin/python benchmarks/pool_overlap.py [--slots 1 2] [--preload off on] [--files ami/dev00.flac …]
-        [--model base] [--timeline] [--json artifacts/pool_overlap.json]
+        [--model base] [--stable-s 5] [--recorded-earlier | --drop copy] [--repeats 3] [--timeline]
+        [--json artifacts/pool_overlap.json]
 
 For each slot count the embedded Airflow (``tests/airflow_harness``) starts on a fresh data root with
 ``SECURETRANSCRIBE_CPU_HEAVY_TASKS=<slots>`` (CPU threads: cores ÷ slots), two corpus files are dropped into
@@ -45,20 +46,26 @@ def overlap(spans: list[tuple[float, float]]) -> float:
 
 
 def measure(slots: int, files: list[Path], model: str, preload: bool = True, stable_s: float = 1.0,
-            recorded_earlier: bool = False) -> dict[str, Any]:
+            recorded_earlier: bool = False, drop: str = "rename") -> dict[str, Any]:
     harness = airflow_harness()
     with tempfile.TemporaryDirectory(prefix="pool-overlap-") as tmp, harness.running_airflow(
             Path(tmp), SECURETRANSCRIBE_MODEL=model, SECURETRANSCRIBE_CPU_HEAVY_TASKS=str(slots),
             SECURETRANSCRIBE_PRELOAD_LIBRARIES=str(preload).lower(),
             SECURETRANSCRIBE_FORMATS="txt,json", SECURETRANSCRIBE_INBOX_STABLE_S=f"{stable_s:g}") as af:
         idle_inbox(af, harness)  # "dropped into a running, idle make run": the inbox sensor is already waiting
-        staging = Path(tmp) / "staging"
+        staging, inbox = Path(tmp) / "staging", af.settings_home / "inbox"
         staging.mkdir()
-        for f in files:  # a fresh copy (mtime now), or the recording as it was (mtime kept)
-            (shutil.copy2 if recorded_earlier else shutil.copyfile)(f, staging / f.name)
-        t0 = time.time()
-        for f in files:  # a rename into the inbox: both appear at once, complete
-            (staging / f.name).rename(af.settings_home / "inbox" / f.name)
+        copy = shutil.copy2 if recorded_earlier else shutil.copyfile  # mtime kept (a recording), or now
+        if drop == "copy":  # copied straight into the inbox, as `cp` does: the clock starts with the copy
+            t0 = time.time()
+            for f in files:
+                copy(f, inbox / f.name)
+        else:
+            for f in files:
+                copy(f, staging / f.name)
+            t0 = time.time()
+            for f in files:  # a rename into the inbox: all appear at once, complete
+                (staging / f.name).rename(inbox / f.name)
         runs = af.wait_for_runs(PROCESS, count=len(files), timeout=3600)
         wall = max(_t(r["end_date"]) for r in runs) - t0
         tasks, spans = [], []
@@ -72,19 +79,25 @@ def measure(slots: int, files: list[Path], model: str, preload: bool = True, sta
                     tasks.append({"run": r["dag_run_id"], "task": ti["task_id"], "seconds": round(e - s, 1),
                                   "start": round(s - t0, 1)})
         return {"slots": slots, "preload_libraries": preload, "stable_s": stable_s,
-                "recorded_earlier": recorded_earlier, "states": sorted(r["state"] for r in runs),
+                "recorded_earlier": recorded_earlier, "drop": drop, "states": sorted(r["state"] for r in runs),
                 "wall_s": round(wall, 1),
                 "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"]),
                 "timeline": sorted(timeline, key=lambda x: (x["start"] is None, x["start"] or 0))}
 
 
 def idle_inbox(af: Any, harness: Any) -> None:
-    """Wait until the inbox run's sensor is deferred (waiting in the triggerer for files)."""
+    """Wait until the inbox run's sensor is deferred and its trigger runs in the triggerer (its log says it
+    watches the inbox): files dropped before that are first seen at the trigger's first look."""
     def deferred() -> bool:
         return any(ti["task_id"] == "wait_for_files" and ti["state"] == "deferred"
                    for r in af.runs(INBOX) for ti in af.task_instances(INBOX, r["dag_run_id"]))
 
+    def watching() -> bool:
+        logs = (af.home / "logs" / f"dag_id={INBOX}").glob("run_id=*/task_id=wait_for_files/*.trigger.*")
+        return any("inbox: watching" in log.read_text(errors="replace") for log in logs)
+
     harness.wait_until(deferred, 300, 0.5, "the inbox sensor to wait for files")
+    harness.wait_until(watching, 120, 0.2, "the inbox trigger to watch the inbox")
 
 
 def _timeline(af: Any, dag_id: str, run: dict, t0: float) -> list[dict[str, Any]]:
@@ -119,12 +132,17 @@ def main() -> int:
     parser.add_argument("--recorded-earlier", action="store_true",
                         help="drop the files with their own (old) mtime, as a finished recording moved into the "
                         "inbox; default: fresh copies, mtime now")
+    parser.add_argument("--drop", choices=("rename", "copy"), default="rename",
+                        help="how files enter the inbox: renamed in from a staging folder on the same disk "
+                        "(default), or copied straight into it (cp)")
+    parser.add_argument("--repeats", type=int, default=1, help="measure each setting this many times")
     parser.add_argument("--timeline", action="store_true", help="print every task's queued/start/end times")
     args = parser.parse_args()
     files = [default_corpus() / f for f in args.files]
     results = []
-    for slots, preload in ((n, p) for n in args.slots for p in args.preload):
-        results.append(measure(slots, files, args.model, preload == "on", args.stable_s, args.recorded_earlier))
+    for slots, preload, _ in ((n, p, r) for n in args.slots for p in args.preload for r in range(args.repeats)):
+        results.append(measure(slots, files, args.model, preload == "on", args.stable_s, args.recorded_earlier,
+                               args.drop))
         print(f"slots={slots} preload={preload}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
               f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}", flush=True)
         if args.timeline:

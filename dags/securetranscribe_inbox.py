@@ -3,7 +3,8 @@
 
 Drop audio or video files into `$SECURETRANSCRIBE_HOME/inbox/`. This DAG runs continuously, one run at a
 time: `wait_for_files` waits (deferred in the triggerer, holding no worker slot) until files are complete —
-size, mtime and ctime unchanged for a few seconds (a finished recording moved in: at once) — then
+size, mtime and ctime unchanged for a few seconds (a finished recording moved in, or a file its writer
+has closed: at the next look) — then
 `claim_files` moves each one atomically into its own work folder and `start_runs` starts one
 `securetranscribe_process` run per file, with a run id that shows the file name. An idle inbox keeps a
 single waiting run: no empty runs in the grid.
@@ -38,7 +39,8 @@ SETTINGS = Settings.from_env()
 )
 def securetranscribe_inbox() -> None:
     files = InboxSensor(task_id="wait_for_files", inbox=str(SETTINGS.inbox), stable_s=SETTINGS.inbox_stable_s,
-                        poll_s=SETTINGS.inbox_poll_s, doc_md="Wait, deferred, until complete files are in the inbox.")
+                        poll_s=SETTINGS.inbox_poll_s, watch_closes=SETTINGS.inbox_watch_closes,
+                        doc_md="Wait, deferred, until complete files are in the inbox.")
 
     @task
     def claim_files(found: list[dict]) -> list[dict]:

@@ -5,12 +5,15 @@ Standard library only: the Airflow trigger that watches the inbox imports this i
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import re
 import secrets
+import struct
 import time
 import unicodedata
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,8 +78,9 @@ class StabilityTracker:
     copier has set the mtime first), so it is not taken until it has been quiet for ``stable_s`` seconds.
     Quiet since when: since it was first seen, or since its mtime when that is older — a finished
     recording moved into the inbox keeps its mtime and is taken at the second look instead of ``stable_s``
-    later. Either way a file is seen twice, unchanged, before it is taken. An empty file waits twice as
-    long (a copy that has not written yet).
+    later; either way it is seen twice, unchanged, before it is taken. A file its writer has closed
+    (``closed``: :meth:`WriteWatcher.closed_since`, nothing written since the close) is taken at once. An
+    empty file waits twice the window whatever its writer did (a copy that has not written yet).
     """
 
     def __init__(self, stable_s: float = 5.0) -> None:
@@ -84,8 +88,9 @@ class StabilityTracker:
         self._seen: dict[str, tuple[int, int, int, float]] = {}
 
     def update(self, candidates: list[Candidate], now: float | None = None,
-               wall_ns: int | None = None) -> list[Candidate]:
-        """Record the current listing; return the candidates unchanged for at least ``stable_s``.
+               wall_ns: int | None = None, closed: Collection[str] = ()) -> list[Candidate]:
+        """Record the current listing; return the candidates unchanged for at least ``stable_s``, and
+        those in ``closed`` (paths whose writer closed them before this listing and has not written since).
 
         ``now``: a monotonic clock (s); ``wall_ns``: the wall clock the mtimes are on (ns).
         """
@@ -94,17 +99,107 @@ class StabilityTracker:
         stable, current = [], {}
         for c in candidates:
             known = self._seen.get(c.path)
+            if c.path in closed and c.size > 0:
+                stable.append(c)  # its writer has finished: what was listed is the whole file
             if known is None or known[:3] != (c.size, c.mtime_ns, c.ctime_ns):
                 age = max(0.0, (wall_ns - c.mtime_ns) / 1e9) if known is None else 0.0
                 current[c.path] = (c.size, c.mtime_ns, c.ctime_ns, now - age)
-                continue  # seen for the first time, or changed: never taken on this look
-            since = known[3]
+                continue  # seen for the first time, or changed: not taken for quiet on this look
             current[c.path] = known
-            quiet = now - since
-            if quiet >= self.stable_s and (c.size > 0 or c.is_symlink or quiet >= 2 * self.stable_s):
+            quiet = now - known[3]
+            if c.path in closed and c.size > 0:
+                continue
+            if quiet >= (2 * self.stable_s if c.size == 0 and not c.is_symlink else self.stable_s):
                 stable.append(c)
         self._seen = current
         return stable
+
+
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x2, 0x8, 0x40, 0x80
+_IN_CREATE, _IN_DELETE, _IN_Q_OVERFLOW, _IN_IGNORED = 0x100, 0x200, 0x4000, 0x8000
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, 0o2000000
+_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
+
+
+class WriteWatcher:
+    """Which files in a folder their writers have finished with: Linux inotify, standard library only.
+
+    A file is *closed* when the last write event seen for it is a close after writing (``cp``, a recorder,
+    Samba on this host) or a rename into the folder (``x.part`` renamed to ``x``); any later write opens it
+    again. :meth:`closed_since` says which files were closed before a listing and untouched since, so that
+    the listing saw them whole. Only writes made by this host's kernel are seen (not other machines' writes
+    to a network share) and only while the watcher runs: where nothing is seen, or inotify is missing (not
+    Linux, no watches left), :attr:`active` is false or the file is simply not closed, and the stability
+    window decides.
+    """
+
+    def __init__(self, folder: str | Path, enabled: bool = True) -> None:
+        self.folder = str(folder)
+        self._fd = -1
+        self._state: dict[str, tuple[bool, int]] = {}  # name -> (closed after its last write, event number)
+        self._events = 0
+        if not enabled:
+            return
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+            if fd < 0:
+                return
+            mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+            if libc.inotify_add_watch(fd, os.fsencode(self.folder), mask) < 0:
+                os.close(fd)
+                return
+            self._fd = fd
+        except (AttributeError, OSError):  # no inotify here
+            self._fd = -1
+
+    @property
+    def active(self) -> bool:
+        return self._fd >= 0
+
+    def closed(self) -> dict[str, int]:
+        """Read the pending events; return the paths (``folder/name``) whose writers have closed them, each
+        with the number of its last event."""
+        while self._fd >= 0:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close()
+                break
+            self._apply(data)
+        return {os.path.join(self.folder, name): n for name, (done, n) in self._state.items() if done}
+
+    def closed_since(self, before: dict[str, int]) -> set[str]:
+        """Paths closed in ``before`` (an earlier :meth:`closed`) with no event since: whole at any time between."""
+        return {path for path, n in self.closed().items() if before.get(path) == n}
+
+    def _apply(self, data: bytes) -> None:
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
+            offset += _EVENT.size + length
+            if mask & (_IN_Q_OVERFLOW | _IN_IGNORED):  # events lost, or the folder gone: trust nothing
+                self._state.clear()
+                if mask & _IN_IGNORED:
+                    self.close()
+                continue
+            key = os.fsdecode(name)
+            self._events += 1
+            if mask & (_IN_DELETE | _IN_MOVED_FROM):
+                self._state.pop(key, None)
+            elif mask & (_IN_CLOSE_WRITE | _IN_MOVED_TO):
+                self._state[key] = (True, self._events)
+            elif mask & (_IN_MODIFY | _IN_CREATE):
+                self._state[key] = (False, self._events)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._state.clear()
 
 
 def safe_token(text: str, limit: int = 60) -> str:

@@ -166,7 +166,10 @@ class Settings:
     # -- inputs and outputs ---------------------------------------------------------------------
     inbox_stable_s: float = knob(5.0, help="A file in the inbox is taken once its size, mtime and ctime have not "
                                  "changed for this long (counted from its mtime when older: a finished recording "
-                                 "moved in is taken at once).")
+                                 "moved in is taken at the second look; see also inbox_watch_closes).")
+    inbox_watch_closes: bool = knob(True, help="Linux: a file in the inbox whose writer on this host has closed it "
+                                    "(inotify), or a download renamed into it, is taken at once instead of after "
+                                    "the window. Off: only the window decides (uploads that close and resume).")
     inbox_poll_s: float = knob(0.5, help="How often the inbox trigger lists the inbox folder (one directory scan, "
                                "in the triggerer).")
     formats: tuple[str, ...] = knob(ALL_FORMATS, run=True, choices=ALL_FORMATS, metavar="FMT,FMT",
