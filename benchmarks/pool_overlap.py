@@ -2,19 +2,22 @@
 
     .venv/bin/python benchmarks/pool_overlap.py [--slots 1 2] [--preload off on] [--files ami/dev00.flac …]
         [--model base] [--stable-s 5] [--recorded-earlier | --drop copy] [--repeats 3] [--timeline]
-        [--json artifacts/pool_overlap.json]
+        [--idle-cpu 30] [--json artifacts/pool_overlap.json]
 
 For each slot count the embedded Airflow (``tests/airflow_harness``) starts on a fresh data root with
 ``SECURETRANSCRIBE_CPU_HEAVY_TASKS=<slots>`` (CPU threads: cores ÷ slots), two corpus files are dropped into
 the inbox at once, and the time from the drop until both processing runs finished is measured, with each
 heavy task's own duration (from the Airflow API) and how long transcribe/diarize tasks ran side by side.
 The JSON (and ``--timeline`` on screen) has every task of the inbox and processing runs: queued, started and
-ended, in seconds after the drop — where a short file's time goes.
+ended, in seconds after the drop — where a short file's time goes. ``--idle-cpu S`` first samples, for S
+seconds, the CPU time of every process of the idle deployment (what an idle ``make run`` costs; set
+``AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME`` in the environment to compare loop sleeps).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -46,13 +49,14 @@ def overlap(spans: list[tuple[float, float]]) -> float:
 
 
 def measure(slots: int, files: list[Path], model: str, preload: bool = True, stable_s: float = 1.0,
-            recorded_earlier: bool = False, drop: str = "rename") -> dict[str, Any]:
+            recorded_earlier: bool = False, drop: str = "rename", idle_cpu_s: float = 0.0) -> dict[str, Any]:
     harness = airflow_harness()
     with tempfile.TemporaryDirectory(prefix="pool-overlap-") as tmp, harness.running_airflow(
             Path(tmp), SECURETRANSCRIBE_MODEL=model, SECURETRANSCRIBE_CPU_HEAVY_TASKS=str(slots),
             SECURETRANSCRIBE_PRELOAD_LIBRARIES=str(preload).lower(),
             SECURETRANSCRIBE_FORMATS="txt,json", SECURETRANSCRIBE_INBOX_STABLE_S=f"{stable_s:g}") as af:
         idle_inbox(af, harness)  # "dropped into a running, idle make run": the inbox sensor is already waiting
+        idle_cpu = idle_cpu_percent(af.proc.pid, idle_cpu_s) if idle_cpu_s > 0 else None
         staging, inbox = Path(tmp) / "staging", af.settings_home / "inbox"
         staging.mkdir()
         copy = shutil.copy2 if recorded_earlier else shutil.copyfile  # mtime kept (a recording), or now
@@ -79,7 +83,9 @@ def measure(slots: int, files: list[Path], model: str, preload: bool = True, sta
                     tasks.append({"run": r["dag_run_id"], "task": ti["task_id"], "seconds": round(e - s, 1),
                                   "start": round(s - t0, 1)})
         return {"slots": slots, "preload_libraries": preload, "stable_s": stable_s,
-                "recorded_earlier": recorded_earlier, "drop": drop, "states": sorted(r["state"] for r in runs),
+                "recorded_earlier": recorded_earlier, "drop": drop, "idle_cpu_percent_of_a_core": idle_cpu,
+                "scheduler_idle_sleep_s": os.environ.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "default"),
+                "states": sorted(r["state"] for r in runs),
                 "wall_s": round(wall, 1),
                 "heavy_side_by_side_s": round(overlap(spans), 1), "tasks": sorted(tasks, key=lambda x: x["start"]),
                 "timeline": sorted(timeline, key=lambda x: (x["start"] is None, x["start"] or 0))}
@@ -98,6 +104,32 @@ def idle_inbox(af: Any, harness: Any) -> None:
 
     harness.wait_until(deferred, 300, 0.5, "the inbox sensor to wait for files")
     harness.wait_until(watching, 120, 0.2, "the inbox trigger to watch the inbox")
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and every process below it."""
+    stats = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(pid)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
+    below, found = {root}, True
+    while found:
+        found = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in below and pid not in below:
+                below.add(pid)
+                found = True
+    return sum(stats[pid][1] for pid in below if pid in stats) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_percent(root: int, seconds: float) -> float:
+    """Percent of one core the deployment's processes use over ``seconds`` while idle."""
+    c0, t0 = _tree_cpu_s(root), time.monotonic()
+    time.sleep(seconds)  # a measurement interval, not synchronisation
+    return round(100 * (_tree_cpu_s(root) - c0) / (time.monotonic() - t0), 1)
 
 
 def _timeline(af: Any, dag_id: str, run: dict, t0: float) -> list[dict[str, Any]]:
@@ -136,15 +168,19 @@ def main() -> int:
                         help="how files enter the inbox: renamed in from a staging folder on the same disk "
                         "(default), or copied straight into it (cp)")
     parser.add_argument("--repeats", type=int, default=1, help="measure each setting this many times")
+    parser.add_argument("--idle-cpu", type=float, default=0.0, metavar="S",
+                        help="before each drop, sample the idle deployment's CPU use for S seconds")
     parser.add_argument("--timeline", action="store_true", help="print every task's queued/start/end times")
     args = parser.parse_args()
     files = [default_corpus() / f for f in args.files]
     results = []
     for slots, preload, _ in ((n, p, r) for n in args.slots for p in args.preload for r in range(args.repeats)):
         results.append(measure(slots, files, args.model, preload == "on", args.stable_s, args.recorded_earlier,
-                               args.drop))
+                               args.drop, args.idle_cpu))
+        idle = results[-1]["idle_cpu_percent_of_a_core"]
         print(f"slots={slots} preload={preload}: {results[-1]['wall_s']} s wall, heavy tasks side by side "
-              f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}", flush=True)
+              f"{results[-1]['heavy_side_by_side_s']} s, runs {results[-1]['states']}"
+              + ("" if idle is None else f", idle deployment {idle} % of a core"), flush=True)
         if args.timeline:
             print_timeline(results[-1]["timeline"])
     write_json(args.json, {"machine": machine(), "model": args.model, "files": args.files, "results": results})
