@@ -103,6 +103,9 @@ class Settings:
     redecode_min_s: float = knob(1.0, output=True, help="Second pass: every stretch of VAD speech of at least this "
                                  "many seconds that the batched pass left without a word is decoded again on its "
                                  "own; 0: off.")
+    redecode_context_s: float = knob(10.0, output=True, help="Second pass: seconds the encoder sees per re-decoded "
+                                     "window, at least (always the window's audio and 5 s of silence after it); "
+                                     "shorter is cheaper; 30: Whisper's full window, as the batched pass.")
     region_level_db: float = knob(6.0, output=True, help="A VAD region more than this many dB below its chunk's "
                                   "median speech level is raised to that level (by at most 24 dB, never clipped) "
                                   "before decoding: a quiet voice next to a loud one is otherwise dropped as "

@@ -57,6 +57,7 @@ class TranscriptionOptions:
     word_timestamps: bool = True
     multilingual: bool = False
     redecode_min_s: float = 1.0
+    redecode_context_s: float = 10.0
     region_level_db: float = 6.0
 
     @classmethod
@@ -69,6 +70,7 @@ class TranscriptionOptions:
             no_speech_threshold=settings.no_speech_threshold,
             multilingual=settings.multilingual,
             redecode_min_s=settings.redecode_min_s,
+            redecode_context_s=settings.redecode_context_s,
             region_level_db=settings.region_level_db,
         )
 
@@ -220,6 +222,9 @@ def transcribe_span(
 
 REDECODE_PAD_S = 0.25
 """Audio kept on either side of the speech of a re-decoded stretch (within the stretch's reach)."""
+REDECODE_QUIET_S = 5.0
+"""Silence the encoder sees after a re-decoded window's audio, at least: with less (tiny.en, 10.5 s of audio in
+11.5 s) the decoder ran on past the speech, repeating its last sentence."""
 
 
 def span_speech(span: Span, regions: list[dict[str, int]]) -> list[Interval]:
@@ -287,18 +292,19 @@ def redecode_gaps(
               "multilingual": options.multilingual, "batch_size": batch_size}
     pipeline = BatchedInferencePipeline(model)
 
-    def decode(**how: Any) -> list[Segment]:
-        raw, _ = pipeline.transcribe(piece, **how, **common)
+    def decode(longest_s: float, **how: Any) -> list[Segment]:
+        with _encoder_context(max(options.redecode_context_s, longest_s + REDECODE_QUIET_S)):
+            raw, _ = pipeline.transcribe(piece, **how, **common)  # the features are made (and padded) here
         return [_to_segment(s, span) for s in raw if not _is_non_speech(s, options)]  # the generator decodes
 
     packed = [{"start": round((a - span.start) * SAMPLE_RATE), "end": round((b - span.start) * SAMPLE_RATE)}
               for a, b in clips]
-    with _file_vad(packed):
-        by_clip = _collect(clips, decode(vad_filter=True))
+    with _file_vad(packed):  # a packed window holds at most all the clips
+        by_clip = _collect(clips, decode(sum(b - a for a, b in clips), vad_filter=True))
     speech = span_speech(span, regions)
     alone = [c for c in clips if _still_uncovered(c, speech, by_clip[c], options.redecode_min_s)]
     if alone:
-        again = _collect(alone, decode(vad_filter=False, clip_timestamps=[
+        again = _collect(alone, decode(max(b - a for a, b in alone), vad_filter=False, clip_timestamps=[
             {"start": a - span.start, "end": b - span.start} for a, b in alone]))
         for clip in alone:
             if _word_count(again[clip]) > _word_count(by_clip[clip]):
@@ -308,6 +314,28 @@ def redecode_gaps(
     recovered = [seg for clip in clips for seg in by_clip[clip]]
     replaced = [(r["start"], r["end"]) for r in records if r["words"]]
     return _interleave(_without_stretched(segments, replaced), recovered), records
+
+
+@contextmanager
+def _encoder_context(seconds: float) -> Iterator[None]:
+    """Pad each window's features to ``seconds`` (rounded up to whole seconds) instead of Whisper's 30 s.
+
+    CTranslate2's encoder takes any length up to 30 s, and its cost grows with it (base, 2 threads: 10 s
+    0.09–0.18 s, 30 s 0.65–0.87 s); faster-whisper always pads to 30 s (``pad_or_trim`` in its batched
+    ``transcribe``), which this replaces for the duration of one call. Never shorter than a window.
+    """
+    import faster_whisper.transcribe as fw
+
+    frames = int(np.ceil(min(seconds, CLIP_S))) * 100
+    if frames >= 3000:
+        yield
+        return
+    original = fw.pad_or_trim
+    fw.pad_or_trim = lambda array, length=3000, axis=-1: original(array, length=frames, axis=axis)
+    try:
+        yield
+    finally:
+        fw.pad_or_trim = original
 
 
 def _word_count(segments: list[Segment]) -> int:

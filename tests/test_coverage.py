@@ -167,8 +167,10 @@ def test_second_pass_gives_words_to_turns_the_batched_pass_dropped(three_voices,
     speech = [(t.start, t.end) for t in read_rttm(three_voices.with_suffix(".rttm"))]
     reference = " ".join(u.text for u in read_stm(three_voices.with_suffix(".stm")))
     results = {}
-    for name, min_s in (("batched", 0.0), ("second pass", 1.0)):
-        run = transcribe_plan(audio, plan, tiny_settings.replace(redecode_min_s=min_s, diarize=False))
+    for name, min_s, context in (("batched", 0.0, 30.0), ("second pass", 1.0, tiny_settings.redecode_context_s),
+                                 ("second pass, 30-s windows", 1.0, 30.0)):
+        run = transcribe_plan(audio, plan, tiny_settings.replace(redecode_min_s=min_s, redecode_context_s=context,
+                                                                 diarize=False))
         words = [w for s in run.segments for w in s.words]
         assert [w.start for w in words] == sorted(w.start for w in words)
         redecoded = [r for c in run.chunks for r in c.redecoded]
@@ -181,6 +183,26 @@ def test_second_pass_gives_words_to_turns_the_batched_pass_dropped(three_voices,
     assert before["without_words_ratio"] > 0.1, before  # tiny.en alone drops whole turns here (35 %, 24 s)
     assert after["redecoded"] >= 1 and after["redecoded_words"] > 0
     assert wer_after < wer_before
+    # the encoder given only the re-decoded audio's own seconds (default) finds what the full window finds
+    full, wer_full = results["second pass, 30-s windows"]
+    assert tiny_settings.redecode_context_s < 30
+    assert after["without_words_s"] <= full["without_words_s"] + 0.5, (after, full)
+    assert wer_after <= wer_full + 0.02, (wer_after, wer_full)
+
+
+def test_the_encoder_context_pads_to_whole_seconds_and_is_restored():
+    import faster_whisper.transcribe as fw
+    import numpy as np
+
+    from tasks.transcription import _encoder_context
+
+    features = np.ones((80, 731), dtype=np.float32)  # 7.31 s of features
+    original = fw.pad_or_trim
+    with _encoder_context(8.2):
+        assert fw.pad_or_trim(features).shape == (80, 900)
+    assert fw.pad_or_trim is original and fw.pad_or_trim(features).shape == (80, 3000)
+    with _encoder_context(45.0):  # never more than Whisper's window
+        assert fw.pad_or_trim is original
 
 
 def test_transcript_records_its_coverage_against_the_diarization(three_voices, tiny_settings):
