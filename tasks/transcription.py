@@ -322,7 +322,9 @@ def _encoder_context(seconds: float) -> Iterator[None]:
 
     CTranslate2's encoder takes any length up to 30 s, and its cost grows with it (base, 2 threads: 10 s
     0.09–0.18 s, 30 s 0.65–0.87 s); faster-whisper always pads to 30 s (``pad_or_trim`` in its batched
-    ``transcribe``), which this replaces for the duration of one call. Never shorter than a window.
+    ``transcribe``), which this replaces for the duration of one call. Never shorter than a window. A module
+    attribute is swapped: one transcription per process at a time (as every caller does; diarization, in the
+    CLI's other thread, does not use it).
     """
     import faster_whisper.transcribe as fw
 
