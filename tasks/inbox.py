@@ -99,17 +99,15 @@ class StabilityTracker:
         stable, current = [], {}
         for c in candidates:
             known = self._seen.get(c.path)
-            if c.path in closed and c.size > 0:
-                stable.append(c)  # its writer has finished: what was listed is the whole file
+            finished = c.path in closed and c.size > 0  # its writer is done: what was listed is the whole file
             if known is None or known[:3] != (c.size, c.mtime_ns, c.ctime_ns):
                 age = max(0.0, (wall_ns - c.mtime_ns) / 1e9) if known is None else 0.0
                 current[c.path] = (c.size, c.mtime_ns, c.ctime_ns, now - age)
-                continue  # seen for the first time, or changed: not taken for quiet on this look
-            current[c.path] = known
-            quiet = now - known[3]
-            if c.path in closed and c.size > 0:
-                continue
-            if quiet >= (2 * self.stable_s if c.size == 0 and not c.is_symlink else self.stable_s):
+                quiet = float("-inf")  # seen for the first time, or changed: not quiet on this look
+            else:
+                current[c.path] = known
+                quiet = now - known[3]
+            if finished or quiet >= (2 * self.stable_s if c.size == 0 and not c.is_symlink else self.stable_s):
                 stable.append(c)
         self._seen = current
         return stable
@@ -181,10 +179,11 @@ class WriteWatcher:
             _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
             name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
             offset += _EVENT.size + length
-            if mask & (_IN_Q_OVERFLOW | _IN_IGNORED):  # events lost, or the folder gone: trust nothing
+            if mask & _IN_IGNORED:  # the folder is gone: nothing more to watch
+                self.close()
+                return
+            if mask & _IN_Q_OVERFLOW:  # events lost: trust nothing seen so far
                 self._state.clear()
-                if mask & _IN_IGNORED:
-                    self.close()
                 continue
             key = os.fsdecode(name)
             self._events += 1

@@ -56,11 +56,10 @@ def transcribe_file(
         heavy = [stage for stage in analysis if stage.gpu]
         together = _side_by_side(settings, ws)
         for stage in analysis:
-            if together and stage.gpu:
-                if stage is heavy[0]:
-                    _run_side_by_side(heavy, ws, together, hooks)
-            else:
+            if not (together and stage.gpu):
                 stage.run(ws, settings, hooks=hooks)
+            elif stage is heavy[0]:  # all heavy stages at once, in place of the first
+                _run_side_by_side(heavy, ws, together, hooks)
         if out_dir is not None:
             _export(ws, settings, hooks, on_export)
         transcript = Transcript.load(ws.transcript_file)

@@ -328,10 +328,10 @@ def _encoder_context(seconds: float) -> Iterator[None]:
     """
     import faster_whisper.transcribe as fw
 
-    frames = int(np.ceil(min(seconds, CLIP_S))) * 100
-    if frames >= 3000:
+    if seconds >= CLIP_S:
         yield
         return
+    frames = int(np.ceil(seconds)) * 100  # the feature extractor's 100 frames per second
     original = fw.pad_or_trim
     fw.pad_or_trim = lambda array, length=3000, axis=-1: original(array, length=frames, axis=axis)
     try:
