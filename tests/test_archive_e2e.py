@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -137,35 +139,62 @@ def busy_retry(call: Callable[[], Any], timeout: float = 60) -> Any:
     return wait_until(attempt, timeout, 1.0, "the API to accept the write (SQLite busy)")
 
 
-def create_backfill(af: Airflow, body: dict) -> dict:
-    """POST /backfills; after a busy answer, only again if no backfill of the DAG was created meanwhile.
+def db_rows(af: Airflow, sql: str, *args: Any) -> list[tuple]:
+    """Rows of a read-only query on the deployment's own SQLite database (what the API answers may lag)."""
+    with closing(sqlite3.connect(f"file:{af.home / 'airflow.db'}?mode=ro", uri=True, timeout=60)) as conn:
+        return conn.execute(sql, args).fetchall()
 
-    A busy answer (500/503) can come after the backfill was committed, and "409: already a running backfill"
-    can answer a repeat of it: the new backfill is then the one that was not there before, open or already done.
+
+def create_backfill(af: Airflow, body: dict, runs: int, timeout: float = 300) -> int:
+    """POST /backfills until the database holds a new backfill with its ``runs`` runs; its id.
+
+    With SQLite the API can fail a creation half-way: it commits the backfill, then its runs meet another
+    writer (503; it tries to delete the backfill again, which can fail too), or everything is committed and
+    the audit-log insert fails (500). So the answer decides nothing: the database does. A new backfill with
+    every run is ours; one with fewer runs is a remnant, waited for until the scheduler closes it (a 409
+    "already running" meanwhile), then the creation is tried again.
     """
-    def listed() -> list[dict]:
-        return af.api("GET", f"/backfills?dag_id={body['dag_id']}&limit=100")["backfills"]
+    def backfills() -> list[tuple[int, bool]]:
+        return db_rows(af, "SELECT id, completed_at IS NOT NULL FROM backfill WHERE dag_id = ?", body["dag_id"])
 
-    before = {b["id"] for b in listed()}
+    before = {bid for bid, _ in backfills()}
 
-    def create() -> dict | None:
-        new = [b for b in listed() if b["id"] not in before]
-        if new:
-            return new[0]
+    def create() -> int | None:
+        for bid, closed in backfills():
+            if bid in before:
+                if not closed:
+                    return None  # an earlier backfill is still open: a creation would be refused
+                continue
+            made = db_rows(af, "SELECT count(*) FROM backfill_dag_run WHERE backfill_id = ?", bid)[0][0]
+            if made == runs:
+                return bid
+            if not closed:
+                return None  # a remnant the scheduler has not closed yet
+            before.add(bid)
         try:
-            return af.api("POST", "/backfills", body)
+            af.api("POST", "/backfills", body)
         except urllib.error.HTTPError as exc:
-            if exc.code != 409:
+            if exc.code not in (409, 500, 503):
                 raise
-            print("API: a backfill is already running (an earlier try was committed); look again")
-            return None
+            print(f"API answered {exc.code} to the backfill; the database decides")
+        return None
 
-    return busy_retry(create)
+    return wait_until(create, timeout, 1.0, f"a backfill of {body['dag_id']} with its {runs} runs")
 
 
 def set_gpu_slots(af: Airflow, slots: int) -> None:
     busy_retry(lambda: af.api("PATCH", "/pools/gpu?update_mask=slots",
                               {"pool": "gpu", "slots": slots, "include_deferred": False}))
+
+
+@contextmanager
+def gpu_held(af: Airflow) -> Iterator[None]:
+    """No gpu slot inside the block, one after it (also when the block fails: later tests need the pool)."""
+    set_gpu_slots(af, 0)
+    try:
+        yield
+    finally:
+        set_gpu_slots(af, 1)
 
 
 def airflow_cli(af: Airflow, *args: str) -> subprocess.CompletedProcess:
@@ -237,7 +266,7 @@ def test_the_same_range_again_starts_no_new_transcription(af, archive, first_bac
     first_ends = {r["dag_run_id"]: r["end_date"] for r in backfill_runs(af)}
 
     create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-03-01T00:00:00Z", "to_date": "2024-03-03T00:00:00Z",
-                         "max_active_runs": 3, "reprocess_behavior": "completed"})
+                         "max_active_runs": 3, "reprocess_behavior": "completed"}, runs=3)
     wait_backfills_done(af)
     runs = backfill_runs(af)
     assert len(runs) == 3 and {r["state"] for r in runs} == {"success"}
@@ -253,11 +282,6 @@ def test_the_same_range_again_starts_no_new_transcription(af, archive, first_bac
 
 def test_inbox_file_goes_before_queued_archive_files(af, archive, jfk_audio, first_backfill):
     """One gpu slot, three archive files waiting for it, then an inbox file: the inbox file finishes first."""
-    set_gpu_slots(af, 0)  # hold every GPU task back for a moment
-    for i, (a, b) in enumerate(((3, 8), (4, 9), (5, 10))):
-        write_clip(jfk_audio, a, b, archive / "2024/04/01" / f"batch{i}.wav")
-    create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-04-01T00:00:00Z", "to_date": "2024-04-01T00:00:00Z"})
-
     def gpu_states(dag_id: str, run_id: str) -> set[str | None]:
         return {ti["state"] for ti in af.task_instances(dag_id, run_id) if ti["task_id"] in ("transcribe", "diarize")}
 
@@ -267,11 +291,16 @@ def test_inbox_file_goes_before_queued_archive_files(af, archive, jfk_audio, fir
             return ids
         return None
 
-    batch_ids = wait_until(lambda: waiting(BATCH, "archive__2024_04_01__", 3), 600, 3.0,
-                           "three archive files waiting for the gpu pool")
-    write_clip(jfk_audio, 6, 11, af.settings_home / "inbox" / "urgent.wav")
-    inbox_id = wait_until(lambda: waiting(PROCESS, "file__urgent__", 1), 600, 3.0, "the inbox file waiting")[0]
-    set_gpu_slots(af, 1)
+    with gpu_held(af):  # every GPU task waits until the four files are queued
+        for i, (a, b) in enumerate(((3, 8), (4, 9), (5, 10))):
+            write_clip(jfk_audio, a, b, archive / "2024/04/01" / f"batch{i}.wav")
+        create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-04-01T00:00:00Z", "to_date": "2024-04-01T00:00:00Z"},
+                        runs=1)
+
+        batch_ids = wait_until(lambda: waiting(BATCH, "archive__2024_04_01__", 3), 600, 3.0,
+                               "three archive files waiting for the gpu pool")
+        write_clip(jfk_audio, 6, 11, af.settings_home / "inbox" / "urgent.wav")
+        inbox_id = wait_until(lambda: waiting(PROCESS, "file__urgent__", 1), 600, 3.0, "the inbox file waiting")[0]
 
     def finished() -> list[dict] | None:
         runs = [r for r in af.runs(BATCH) + af.runs(PROCESS) if r["dag_run_id"] in {*batch_ids, inbox_id}]
@@ -295,7 +324,7 @@ def test_a_backfill_conf_reaches_every_file_of_the_interval(af, archive, jfk_aud
     write_clip(jfk_audio, 0, 11, archive / "2024/05/01" / "options.wav")
     conf = {"hotwords": "Kennedy", "diarize": False, "speaker_names": {"SPEAKER_00": "JFK"}, "formats": ["json", "txt"]}
     create_backfill(af, {"dag_id": ARCHIVE, "from_date": "2024-05-01T00:00:00Z", "to_date": "2024-05-01T00:00:00Z",
-                         "dag_run_conf": conf})
+                         "dag_run_conf": conf}, runs=1)
     wait_backfills_done(af)
     [run] = [r for r in af.runs(BATCH) if "options" in r["dag_run_id"]]
     assert run["state"] == "success"
