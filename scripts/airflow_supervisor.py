@@ -399,10 +399,12 @@ def serve(sup: Supervisor, settings: Settings, args: argparse.Namespace) -> int:
             return 1
         time.sleep(1.0)
     unpaused: list[str] = []
-    while len(unpaused) < 2 and time.monotonic() < deadline:  # the DAGs appear once parsed
-        unpaused = sup.unpause()
-        if len(unpaused) < 2:
+    while len(unpaused) < len(DAG_IDS) and time.monotonic() < deadline:  # the DAGs appear once parsed
+        unpaused = sup.unpause()  # READY means every DAG can be triggered (a run of an unparsed one is a 404)
+        if len(unpaused) < len(DAG_IDS):
             time.sleep(2.0)
+    if missing := [d for d in DAG_IDS if d not in unpaused]:
+        print(f"not parsed after {args.ready_timeout:.0f} s (see the dag-processor's log): {', '.join(missing)}")
     print(
         "\nSecureTranscribe is running.\n"
         f"  UI:     http://127.0.0.1:{args.port}/   (login: admin / {sup.password()})\n"
