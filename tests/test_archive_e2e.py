@@ -169,6 +169,7 @@ def create_backfill(af: Airflow, body: dict, runs: int, timeout: float = 300,
         return db_rows(af, "SELECT id, completed_at IS NOT NULL FROM backfill WHERE dag_id = ?", body["dag_id"])
 
     before = {bid for bid, _ in backfills()}
+    post = post or (lambda: post_backfill(af, body))
 
     def create() -> int | None:
         for bid, closed in backfills():
@@ -182,7 +183,7 @@ def create_backfill(af: Airflow, body: dict, runs: int, timeout: float = 300,
             if not closed:
                 return None  # a remnant the scheduler has not closed yet
             before.add(bid)
-        (post or (lambda: post_backfill(af, body)))()
+        post()
         return None
 
     return wait_until(create, timeout, 1.0, f"a backfill of {body['dag_id']} with its {runs} runs")
