@@ -29,6 +29,14 @@ def tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+def cmdline(p: psutil.Process) -> list[str]:
+    """``p``'s command line; empty for a process that is gone or a zombie not yet reaped by its parent."""
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+        return []
+
+
 def listening(procs: list[psutil.Process]) -> set[tuple[str, int, str]]:
     """(address, port, process name) of every listening TCP socket of ``procs``."""
     found = set()
@@ -69,8 +77,8 @@ def test_loopback_listeners_one_supervisor_per_data_root_and_no_orphans(tmp_path
         assert {addr for addr, _, _ in sockets} == {"127.0.0.1"}, sockets
 
         # the scheduler (the parent of every task process) started with torch and pyannote.audio imported
-        guard = [p for p in tree(af.proc.pid) if "--guard" in p.cmdline() and "scheduler" in p.cmdline()]
-        assert len(guard) == 1 and "airflow_preloaded.py" in " ".join(guard[0].cmdline()), guard
+        guard = [p for p in tree(af.proc.pid) if "--guard" in cmdline(p) and "scheduler" in cmdline(p)]
+        assert len(guard) == 1 and "airflow_preloaded.py" in " ".join(cmdline(guard[0])), guard
         scheduler = guard[0].children()  # the guard runs the component as its only child
 
         def preloaded() -> set[str] | None:  # the scheduler imports them before Airflow starts its loop
