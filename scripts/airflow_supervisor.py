@@ -398,11 +398,11 @@ def serve(sup: Supervisor, settings: Settings, args: argparse.Namespace) -> int:
             print(f"Airflow did not become healthy in {args.ready_timeout:.0f} s; logs in {sup.home / 'logs'}")
             return 1
         time.sleep(1.0)
-    unpaused: list[str] = []
-    while len(unpaused) < len(DAG_IDS) and time.monotonic() < deadline:  # the DAGs appear once parsed
-        unpaused = sup.unpause()  # READY means every DAG can be triggered (a run of an unparsed one is a 404)
-        if len(unpaused) < len(DAG_IDS):
-            time.sleep(2.0)
+    # READY means every DAG can be triggered (a run of an unparsed one is a 404): they appear once parsed
+    unpaused = sup.unpause()
+    while len(unpaused) < len(DAG_IDS) and time.monotonic() < deadline:
+        time.sleep(2.0)
+        unpaused = sup.unpause()
     if missing := [d for d in DAG_IDS if d not in unpaused]:
         print(f"not parsed after {args.ready_timeout:.0f} s (see the dag-processor's log): {', '.join(missing)}")
     print(

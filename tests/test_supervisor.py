@@ -77,7 +77,7 @@ def test_loopback_listeners_one_supervisor_per_data_root_and_no_orphans(tmp_path
         assert {addr for addr, _, _ in sockets} == {"127.0.0.1"}, sockets
 
         # the scheduler (the parent of every task process) started with torch and pyannote.audio imported
-        guard = [p for p in tree(af.proc.pid) if "--guard" in cmdline(p) and "scheduler" in cmdline(p)]
+        guard = [p for p in tree(af.proc.pid) if {"--guard", "scheduler"} <= set(cmdline(p))]
         assert len(guard) == 1 and "airflow_preloaded.py" in " ".join(cmdline(guard[0])), guard
         scheduler = guard[0].children()  # the guard runs the component as its only child
 
