@@ -1,7 +1,10 @@
-"""How ``refine_margin`` (the diarization's second look at whole turns) was chosen, with leave-one-file-out.
+"""How ``refine_margin`` and ``split_distance`` (the diarization's second look) were chosen, with leave-one-file-out.
 
-    python benchmarks/tunesecond_look.py [PATH ...] [--margins 0.1,0.15,0.2,0.3] [--held-out PATH ...]
-                                          [--build-dir DIR] [--json artifacts/second_look.json]
+    python benchmarks/tune_second_look.py [PATH ...] [--margins 0.1,0.15,0.2,0.3] [--key refine_margin]
+                                          [--held-out PATH ...] [--build-dir DIR] [--json artifacts/second_look.json]
+
+``--margins`` are the values tried for ``--key`` (a ``DiarizationParams`` field of the second look:
+``refine_margin`` by default, or ``split_distance``; a value above 1 turns that part off).
 
 PATH as in ``evaluate.py`` (``built``, ``long-meeting``, folders, files; default: the corpus's AMI excerpts,
 the pyannote sample and the built multi-speaker files). Each file is diarized once with the second look off;
@@ -47,7 +50,8 @@ def diarize_off(item: Any, settings: Any, base: Any) -> tuple[Any, Any]:
     return audio, diarize(audio, settings, params=dataclasses.replace(base, refine_margin=2.0))
 
 
-def score_margins(item: Any, audio: Any, result: Any, margins: list[float], base: Any) -> dict[str, dict[str, Any]]:
+def score_margins(item: Any, audio: Any, result: Any, margins: list[float], base: Any,
+                  key: str = "refine_margin") -> dict[str, dict[str, Any]]:
     """DER per margin (and ``off``) of one file, from one diarization."""
     from tasks.diarization.pipeline import load_pipeline, second_look
     from tasks.evaluation import diarization_scores, read_rttm, read_uem
@@ -62,7 +66,7 @@ def score_margins(item: Any, audio: Any, result: Any, margins: list[float], base
     for m in margins:
         t0 = time.perf_counter()
         turns, _, moves = second_look(audio, result.turns, result.exclusive, model,
-                                       dataclasses.replace(base, refine_margin=m).for_duration(len(audio) / 16000))
+                                       dataclasses.replace(base, **{key: m}).for_duration(len(audio) / 16000))
         out[f"{m:g}"] = {"der": diarization_scores(reference, turns, uem=uem, collar=0.25)["der"],
                          "moved": len(moves), "seconds": round(time.perf_counter() - t0, 2)}
     return out
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--margins", default="0.1,0.15,0.2,0.3")
+    ap.add_argument("--key", default="refine_margin",
+                    help="the DiarizationParams field of the second look that --margins sweeps (e.g. split_distance)")
     ap.add_argument("--held-out", nargs="*", default=[])
     ap.add_argument("--build-dir", type=Path)
     ap.add_argument("--json", type=Path)
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in items:
             audio, result = diarize_off(item, settings, base)
             name = display_name(item.audio)
-            into[name] = score_margins(item, audio, result, margins, base)
+            into[name] = score_margins(item, audio, result, margins, base, args.key)
             steps[name] = result.timings
             print(name, {k: round(v["der"], 3) for k, v in into[name].items()},
                   "diarization steps (s):", result.timings, flush=True)

@@ -249,7 +249,8 @@ def diarize_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Sta
             data = {"enabled": True, **asdict(result)}
             rec.add_attempts(result.attempts)
             rec.update(detail={"speakers": len(result.speakers), "steps": result.timings,
-                               "embeddings": result.embeddings, "moved_turns": result.moved_turns})
+                               "embeddings": result.embeddings, "moved_turns": result.moved_turns,
+                               "split_turns": result.split_turns})
         atomic_write_json(ws.diarization_file, data)
     return {"speakers": len(data["speakers"]), "enabled": data["enabled"]}
 

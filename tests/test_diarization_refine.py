@@ -12,12 +12,33 @@ import pytest
 from tasks import audio
 from tasks.diarization import diarize
 from tasks.diarization.pipeline import DEFAULT_PARAMS
-from tasks.diarization.refine import Island, Move, RefineRules, apply_moves, islands, plan_moves
+from tasks.diarization.refine import (
+    Island,
+    Move,
+    RefineRules,
+    apply_moves,
+    find_splits,
+    islands,
+    join_fresh,
+    plan_moves,
+)
 from tasks.evaluation import diarization_scores, read_rttm
 from tasks.result import Turn
 from tests.test_coverage import bench_common
 
 RULES = RefineRules.of(DEFAULT_PARAMS)
+SR = audio.SAMPLE_RATE
+
+
+def sign_embed(pieces: list[np.ndarray]) -> np.ndarray:
+    """A stand-in speaker embedding for the logic tests: the voice of a sample is its sign."""
+    return np.array([[np.mean(p > 0), np.mean(p < 0), 0.05] for p in pieces])
+
+
+def voices(*spans: tuple[float, int]):
+    """Spans of audio made of consecutive (seconds, voice ±1) pieces, embedded by :func:`sign_embed`."""
+    waveform = np.concatenate([np.full(int(seconds * SR), float(v), dtype=np.float32) for seconds, v in spans])
+    return lambda pieces: sign_embed([waveform[int(a * SR): int(b * SR)] for a, b in pieces])
 
 
 def unit(*xs: float) -> np.ndarray:
@@ -58,6 +79,37 @@ def test_moves_relabel_the_span_in_overlapping_turns_and_join_what_touches():
     assert moved == [Turn(0.0, 6.0, "A"), Turn(6.0, 12.0, "B")]
 
 
+def test_an_island_holding_two_voices_is_cut_once_where_they_change():
+    waveform = voices((5.0, 1), (3.0, -1), (4.0, 1))  # A A A A A B B B A A A A
+    found = [Island(0.0, 8.0, "S"), Island(8.0, 12.0, "T")]
+    splits = find_splits(found, waveform, RULES)
+    assert [(m.start, m.end, m.old, m.new) for m in splits] == [(5.0, 8.0, "S", "S+1")]
+    assert splits[0].own_distance >= RULES.split_distance
+
+
+def test_an_island_of_one_voice_and_a_short_island_are_never_cut():
+    waveform = voices((10.0, 1), (2.9, -1), (0.1, 1))
+    found = [Island(0.0, 10.0, "S"), Island(10.0, 13.0, "T")]  # T: 2.9 s of one voice, 0.1 s of another
+    assert RULES.split_min_s > 2.9 and find_splits(found, waveform, RULES) == []
+    off = dataclasses.replace(RULES, split_distance=2.0)
+    two = voices((4.0, 1), (4.0, -1))
+    assert find_splits([Island(0.0, 8.0, "S")], two, off) == []
+
+
+def test_a_fresh_label_joins_the_nearest_speaker_its_own_included_or_stays_new():
+    a, b, c = unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)
+    found = [Island(0, 5, "A"), Island(5, 8, "A+1"), Island(9, 14, "B"), Island(15, 18, "A+2"), Island(19, 22, "A+3"),
+             Island(23, 28, "A")]
+    embeddings = {0: a, 1: unit(0.1, 1, 0), 2: b, 3: unit(1, 0.05, 0), 4: c, 5: unit(1, 0, 0.1)}
+    joined = join_fresh(found, embeddings, {"A+1", "A+2", "A+3"}, RULES)
+    assert [(m.start, m.old, m.new) for m in joined] == [(5, "A+1", "B"), (15, "A+2", "A")]  # A+3: a new voice
+    assert all(m.new_distance <= RULES.max_distance for m in joined)
+    # with a hint of 2 speakers (A and B exist), A+3 may not stay new: it joins the nearest, far as it is
+    capped = join_fresh(found, embeddings, {"A+1", "A+2", "A+3"}, RULES, max_speakers=2)
+    assert [(m.start, m.old) for m in capped] == [(5, "A+1"), (15, "A+2"), (19, "A+3")]
+    assert capped[-1].new_distance > RULES.max_distance
+
+
 @pytest.fixture(scope="module")
 def four_voices(tmp_path_factory, corpus) -> Path:
     """Four voices in four recording conditions, whole utterances one after another (exact RTTM)."""
@@ -87,3 +139,23 @@ def test_second_look_gives_a_voice_its_own_turns_back(four_voices, tiny_settings
     assert main_speaker(on.turns, sheila[0].start, sheila[0].end) == main_speaker(on.turns, sheila[1].start,
                                                                                     sheila[1].end)
     assert main_speaker(on.turns, sheila[1].start, sheila[1].end) != main_speaker(on.turns, lj[-1].start, lj[-1].end)
+
+
+def test_a_turn_holding_two_far_field_voices_is_split_between_them(corpus, tiny_settings):
+    """AMI dev01: the segmentation keeps one local speaker over MEE012 (4.3–6.75 s) and MEE009 (7.02–11.78 s),
+    so both go to one speaker; split, MEE012's side becomes a speaker of its own."""
+    path = corpus / "ami" / "dev01.flac"
+    waveform = audio.decode(path)
+    reference = read_rttm(path.with_suffix(".rttm"))
+    no_split = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, split_distance=2.0))
+    split = diarize(waveform, tiny_settings)
+
+    def speaker_at(turns: list[Turn], t: float) -> set[str]:
+        return {x.speaker for x in turns if x.start <= t < x.end}
+
+    assert speaker_at(no_split.turns, 5.5) == speaker_at(no_split.turns, 9.0)  # the failure this fixes
+    assert speaker_at(split.turns, 5.5) and speaker_at(split.turns, 9.0)
+    assert speaker_at(split.turns, 5.5).isdisjoint(speaker_at(split.turns, 9.0))
+    der_before = diarization_scores(reference, no_split.turns, collar=0.25)["der"]
+    der_after = diarization_scores(reference, split.turns, collar=0.25)["der"]
+    assert der_after <= der_before - 0.05, (der_before, der_after)

@@ -64,13 +64,18 @@ class DiarizationParams:
     embeddings of a 20-min meeting by a further fifth and keep DER on the 30-s excerpts, the built files and
     the dense meeting, but move the corpus meeting's DER 0.225 → 0.251: not the default."""
     long_file_s: float = 120.0
-    """Files at least this long are diarized with ``long_segmentation_step`` and ``long_embedding_stride``
+    """Files at least this long are diarized with the ``long_*`` values below
     (their cost grows with the length; a short file is cheap either way and has few windows to cluster)."""
     long_segmentation_step: float = 0.2
     """``segmentation_step`` of long files: one 10-s window every 2 s (measured: DER 0.290 → 0.258 on the
     dense 20-min meeting, half the segmentation time and half the embeddings)."""
     long_embedding_stride: int = 3
     """``embedding_stride`` of long files."""
+    long_split_distance: float = 2.0
+    """``split_distance`` of long files: off. Measured at 0.6 (docs/benchmarks.md): DER of the corpus 20-min
+    meeting 0.225 → 0.206 and of the dense one 0.251 → 0.236, but the second look then takes 48 s instead of
+    5 s on 2 CPU cores (every window of every turn of 3 s or more is embedded), which breaks the bound on the
+    diarization's time (1.5 × bare transcription). Set it to ``split_distance`` where DER matters more."""
     min_speaker_s: float = 0.1
     """A speaker with less speech than this in the whole file is dropped (its moments go to the others
     when words are assigned): pyannote's reconstruction can leave a label with a few milliseconds in
@@ -83,6 +88,14 @@ class DiarizationParams:
     held-out dense 20-minute meeting 0.1 is the best of 0.1–0.4 (docs/benchmarks.md)."""
     refine_min_island_s: float = 1.0
     """Second look: turns shorter than this are never moved."""
+    split_distance: float = 0.6
+    """Second look: an island of ``split_min_s`` or more is cut where the embeddings of its two sides are at least
+    this far apart (cosine), the shorter side given a fresh label that joins the nearest speaker within
+    ``clustering_threshold`` or stays a new one (:func:`tasks.diarization.refine.find_splits`). Above 1: off.
+    Chosen by leave-one-file-out on the corpus excerpts, the pyannote sample and the built files (flat from 0.6
+    to 0.75; every fold but dev01's picks 0.6); the two held-out 20-min meetings are best at 0.6 too."""
+    split_min_s: float = 3.0
+    """Second look: islands shorter than this are never split."""
     refine_max_embed_s: float = 4.0
     """Second look: at most this much of a turn (its middle) is embedded; bounds its cost on long turns
     (measured: the same moves and DER as 10 s on every file of benchmarks/tune_second_look.py, half the time)."""
@@ -98,7 +111,8 @@ class DiarizationParams:
         """The parameters a file of this length is diarized with."""
         if seconds < self.long_file_s:
             return self
-        return replace(self, segmentation_step=self.long_segmentation_step, embedding_stride=self.long_embedding_stride)
+        return replace(self, segmentation_step=self.long_segmentation_step, embedding_stride=self.long_embedding_stride,
+                       split_distance=self.long_split_distance)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
@@ -154,6 +168,8 @@ class Diarization:
     neighbouring window's embedding (empty for a pipeline other than the packaged one)."""
     moved_turns: int = 0
     """Turns the second look gave to another speaker (:mod:`tasks.diarization.refine`)."""
+    split_turns: int = 0
+    """Turns the second look cut in two where the voice changes (a part that joined no speaker is a new one)."""
 
 
 def _offline_pipeline_class():
@@ -394,7 +410,8 @@ def _run(audio: np.ndarray, settings: Settings, device: str, params: Diarization
         t0 = time.perf_counter()
         if on_step is not None:
             on_step("second look")
-        turns, exclusive_turns, moves = second_look(audio, turns, exclusive_turns, embedding, params)
+        turns, exclusive_turns, moves = second_look(audio, turns, exclusive_turns, embedding, params,
+                                                    hints.get("num_speakers") or hints.get("max_speakers"))
         timings["second_look"] = round(time.perf_counter() - t0, 3)
     turns, exclusive_turns = _without_phantoms(turns, exclusive_turns, params.min_speaker_s,
                                                hints.get("num_speakers") or hints.get("min_speakers") or 0)
@@ -406,13 +423,15 @@ def _run(audio: np.ndarray, settings: Settings, device: str, params: Diarization
         timings=timings,
         params=asdict(params),
         embeddings=dict(getattr(pipeline, "embedding_counts", {})),
-        moved_turns=len(moves),
+        moved_turns=sum(1 for m in moves if m.kind != "split" and not m.undoes_split),
+        split_turns=sum(1 for m in moves if m.kind == "split"),
     )
 
 
 def second_look(audio: np.ndarray, turns: list[Turn], exclusive: list[Turn], model: Any,
-                 params: DiarizationParams) -> tuple[list[Turn], list[Turn], list[Any]]:
-    """Whole turns that sound like another speaker given to that speaker (:mod:`tasks.diarization.refine`)."""
+                params: DiarizationParams, max_speakers: int | None = None) -> tuple[list[Turn], list[Turn], list[Any]]:
+    """Turns holding two voices cut in two, whole turns that sound like another speaker given to that speaker
+    (:mod:`tasks.diarization.refine`); no more than ``max_speakers`` speakers come out of it."""
     import torch
 
     from . import refine
@@ -424,19 +443,46 @@ def second_look(audio: np.ndarray, turns: list[Turn], exclusive: list[Turn], mod
         batcher = CropBatcher(model, params.crop_quantum_frames)
         with torch.inference_mode():
             for i, piece in enumerate(pieces):
-                wave = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float32))[None].to(model.device)
+                wave = torch.from_numpy(np.array(piece, dtype=np.float32))[None].to(model.device)  # a writable copy
                 batcher.add(i, kaldi_fbank(wave, model.mel_banks, model.window)[0])
             done = batcher.flush()
         return np.stack([done[i].float().cpu().numpy() for i in range(len(pieces))])
 
+    def crops(spans: list[tuple[float, float]]) -> np.ndarray:
+        return embed([audio[int(a * SAMPLE_RATE): int(b * SAMPLE_RATE)] for a, b in spans])
+
+    splits = refine.find_splits(refine.islands(exclusive, rules), crops, rules)
+    for m in splits:
+        log.info("diarization: %.2f–%.2f s split from %s as %s (cosine distance of the sides %.2f)",
+                 m.start, m.end, m.old, m.new, m.own_distance)
+    before = turns, exclusive
+    turns, exclusive = _moved(turns, exclusive, splits, rules)
     found = refine.islands(exclusive, rules)
-    moves = refine.plan_moves(found, refine.embed_islands(found, audio, embed, rules), rules)
-    for m in moves:
+    embeddings = refine.embed_islands(found, audio, embed, rules)
+    joined = refine.join_fresh(found, embeddings, {m.new for m in splits}, rules, max_speakers)
+    if joined:
+        turns, exclusive = _moved(turns, exclusive, joined, rules)
+    stale = bool(joined)
+    if max_speakers and len({t.speaker for t in turns}) > max(max_speakers, len({t.speaker for t in before[0]})):
+        log.info("diarization: splits undone (they would give more than %d speakers)", max_speakers)
+        (turns, exclusive), splits, joined, stale = before, [], [], True
+    if stale:
+        found = refine.islands(exclusive, rules)
+        embeddings = refine.embed_islands(found, audio, embed, rules)
+    moves = refine.plan_moves(found, embeddings, rules)
+    for m in joined + moves:
         log.info("diarization: %.2f–%.2f s moved from %s to %s (cosine distance %.2f → %.2f)",
                  m.start, m.end, m.old, m.new, m.own_distance, m.new_distance)
+    turns, exclusive = _moved(turns, exclusive, moves, rules)
+    return turns, exclusive, splits + joined + moves
+
+
+def _moved(turns: list[Turn], exclusive: list[Turn], moves: list[Any], rules: Any) -> tuple[list[Turn], list[Turn]]:
+    from . import refine
+
     if not moves:
-        return turns, exclusive, moves
-    return refine.apply_moves(turns, moves, rules), refine.apply_moves(exclusive, moves, rules), moves
+        return turns, exclusive
+    return refine.apply_moves(turns, moves, rules), refine.apply_moves(exclusive, moves, rules)
 
 
 def _turns(annotation: Any) -> list[Turn]:

@@ -6,7 +6,13 @@ different conditions), every window holding both gives the second voice the firs
 clustering never sees it alone. Here each *island* (a stretch of one label in the exclusive diarization, with
 pieces of other labels shorter than ``sliver_s`` inside it ignored) of ``min_island_s`` or more is embedded
 whole, and moved to another speaker when its embedding is clearly nearer that speaker's turns than the rest of
-its own speaker's turns. Speakers are never created or removed: a speaker's last island stays.
+its own speaker's turns. Speakers are never removed: a speaker's last island stays.
+
+Before that, an island that holds two voices (the segmentation model kept one local speaker across a change of
+voice in every window) is *split*: where the embeddings of the seconds before and after a moment differ most,
+and the two whole sides differ by ``split_distance`` or more, the shorter side gets a fresh label. A fresh
+label then joins the nearest speaker within the clustering threshold (its own included: a split that was not
+needed is undone), or stays a new speaker.
 """
 
 from __future__ import annotations
@@ -42,11 +48,24 @@ class RefineRules:
     """Two pieces of one label less than this apart are one island (a longer pause may be a change of voice)."""
     rounds: int = 2
     """Centroids are recomputed after each round of moves."""
+    split_distance: float = 2.0
+    """Split an island where its two sides' embeddings are at least this far apart (cosine). Above 1: off."""
+    split_min_s: float = 3.0
+    """Islands (and sides of a split) shorter than this are not split."""
+    split_window_s: float = 1.5
+    """Seconds embedded on each side of a candidate moment."""
+    split_hop_s: float = 0.5
+    """Candidate moments this far apart."""
+    split_side_s: float = 8.0
+    """At most this much of each side, next to the moment, is embedded to decide a split."""
+    split_depth: int = 2
+    """A side of a split is split again at most this many times over."""
 
     @classmethod
     def of(cls, params: DiarizationParams) -> RefineRules:
         return cls(min_island_s=params.refine_min_island_s, max_embed_s=params.refine_max_embed_s,
-                   margin=params.refine_margin, max_distance=params.clustering_threshold)
+                   margin=params.refine_margin, max_distance=params.clustering_threshold,
+                   split_distance=params.split_distance, split_min_s=params.split_min_s)
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,14 @@ class Move:
     new: str
     own_distance: float
     new_distance: float
+    kind: str = "move"
+    """``move`` (:func:`plan_moves`), ``split`` (:func:`find_splits`: ``own_distance`` is the two sides'
+    distance) or ``join`` (:func:`join_fresh`)."""
+
+    @property
+    def undoes_split(self) -> bool:
+        """A fresh label given back to the speaker it was split from."""
+        return self.kind == "join" and self.old.startswith(self.new + "+")
 
 
 def islands(exclusive: list[Turn], rules: RefineRules) -> list[Island]:
@@ -86,6 +113,95 @@ def islands(exclusive: list[Turn], rules: RefineRules) -> list[Island]:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-9)
+
+
+Embed = Callable[[list[np.ndarray]], np.ndarray]
+"""Pieces of audio → one embedding per piece (N, D), in one call so that it can batch them."""
+
+
+Spans = Callable[[list[tuple[float, float]]], np.ndarray]
+"""(start, end) spans in seconds → one embedding per span (N, D), in one call so that it can batch them."""
+
+
+def find_splits(found: list[Island], embed_spans: Spans, rules: RefineRules) -> list[Move]:
+    """Islands that hold two voices, each cut once per change: the shorter side of every cut as a
+    :class:`Move` to a fresh label ``<speaker>+<n>`` (``own_distance``: the two sides' cosine distance).
+
+    The cut goes where the ``split_window_s`` before and after a moment (every ``split_hop_s``) differ most;
+    it is made when the two sides (at most ``split_side_s`` of each, next to the moment) are at least
+    ``split_distance`` apart; each side is then tested again, ``split_depth`` times at most. Each window is
+    embedded once (a window is the right one of a moment and the left one of a later moment)."""
+    if rules.split_distance > 1.0:
+        return []
+    out: list[Move] = []
+    w = rules.split_window_s
+    cache: dict[float, np.ndarray] = {}
+
+    def windows(starts: list[float]) -> np.ndarray:
+        todo = sorted({round(x, 3) for x in starts} - cache.keys())
+        if todo:
+            for x, v in zip(todo, _rows(np.asarray(embed_spans([(x, x + w) for x in todo]), dtype=np.float64))):
+                cache[x] = v
+        return np.stack([cache[round(x, 3)] for x in starts])
+
+    def cut(a: float, b: float, speaker: str, depth: int) -> None:
+        if b - a < max(rules.split_min_s, 2 * w) or depth < 0:
+            return
+        moments = [float(t) for t in np.arange(a + w, b - w + 1e-6, rules.split_hop_s)]
+        near = np.einsum("nd,nd->n", windows([t - w for t in moments]), windows(moments))
+        t = moments[int(np.nanargmin(near))]
+        sides = [(max(a, t - rules.split_side_s), t), (t, min(b, t + rules.split_side_s))]
+        before, after = np.asarray(embed_spans(sides), dtype=np.float64)
+        distance = 1.0 - float(_unit(before) @ _unit(after))
+        if not np.isfinite(distance) or distance < rules.split_distance:
+            return
+        fresh = f"{speaker}+{len(out) + 1}"
+        start, end = (a, t) if t - a < b - t else (t, b)
+        out.append(Move(round(start, 3), round(end, 3), speaker, fresh, round(distance, 3), 1.0, "split"))
+        cut(a, t, speaker, depth - 1)
+        cut(t, b, speaker, depth - 1)
+
+    for island in found:
+        cut(island.start, island.end, island.speaker, rules.split_depth)
+        cache.clear()
+    return out
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+
+def join_fresh(found: list[Island], embeddings: dict[int, np.ndarray], fresh: set[str], rules: RefineRules,
+               max_speakers: int | None = None) -> list[Move]:
+    """Fresh labels (from :func:`find_splits`) that join the nearest speaker within ``max_distance``, one at a
+    time, shortest island first (centroids updated after each). A speaker the clustering found is preferred
+    to another fresh label: two pieces of one voice split from turns are nearer each other than to that voice's
+    centroid over the whole file, and would make a new speaker of it. A fresh label stays a new speaker only
+    while the speakers number fewer than ``max_speakers`` (a caller's hint); past it, it joins the nearest
+    one whatever the distance. Pure: no audio."""
+    labels = {i: found[i].speaker for i in embeddings}
+    weight = {i: min(found[i].duration, rules.max_embed_s) for i in embeddings}
+    room = len(found) if max_speakers is None else max_speakers - len({x.speaker for x in found} - fresh)
+    moves: list[Move] = []
+    for i in sorted((i for i in embeddings if labels[i] in fresh), key=lambda i: found[i].duration):
+        own, e = labels[i], embeddings[i]
+        if sum(1 for j in labels if labels[j] == own) > 1:
+            continue
+        sums: dict[str, np.ndarray] = {}
+        for j, v in embeddings.items():
+            if j != i:
+                sums[labels[j]] = sums.get(labels[j], 0) + weight[j] * v
+        if not sums:
+            continue
+        others = {s: 1.0 - float(e @ _unit(v)) for s, v in sums.items()}
+        known = [s for s in others if s not in fresh and others[s] <= rules.max_distance]
+        best = min(known or others, key=lambda s: others[s])  # a speaker the clustering found comes first
+        if others[best] > rules.max_distance and room > 0:
+            room -= 1  # a new speaker
+            continue
+        labels[i] = best
+        moves.append(Move(found[i].start, found[i].end, own, best, 1.0, round(others[best], 3), "join"))
+    return moves
 
 
 def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: RefineRules) -> list[Move]:
@@ -121,8 +237,7 @@ def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: Re
     return [m for i, m in sorted(moves.items()) if m.old != labels[i] and m.new == labels[i]]
 
 
-def embed_islands(found: list[Island], audio: np.ndarray,
-                  embed: Callable[[list[np.ndarray]], np.ndarray], rules: RefineRules) -> dict[int, np.ndarray]:
+def embed_islands(found: list[Island], audio: np.ndarray, embed: Embed, rules: RefineRules) -> dict[int, np.ndarray]:
     """Unit embeddings of the islands long enough (the middle ``max_embed_s`` of each).
 
     ``embed`` takes the pieces of audio and returns one embedding per piece (N, D), in one call so that it
