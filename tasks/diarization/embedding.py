@@ -261,4 +261,3 @@ def embed_from_frames(model: CamPlusPlusEmbedding, frames: torch.Tensor, masks: 
     w = F.interpolate(masks.float().reshape(s, 1, f), size=t, mode="nearest").reshape(s, t)
     emb = model.net.dense(weighted_stats(frames.unsqueeze(0).expand(s, -1, -1), w))
     return emb.masked_fill((w.sum(dim=-1) < _MIN_FRAMES // 2).unsqueeze(-1), math.nan)
-

@@ -117,8 +117,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 Embed = Callable[[list[np.ndarray]], np.ndarray]
 """Pieces of audio → one embedding per piece (N, D), in one call so that it can batch them."""
-
-
 Spans = Callable[[list[tuple[float, float]]], np.ndarray]
 """(start, end) spans in seconds → one embedding per span (N, D), in one call so that it can batch them."""
 
@@ -149,6 +147,8 @@ def find_splits(found: list[Island], embed_spans: Spans, rules: RefineRules) -> 
             return
         moments = [float(t) for t in np.arange(a + w, b - w + 1e-6, rules.split_hop_s)]
         near = np.einsum("nd,nd->n", windows([t - w for t in moments]), windows(moments))
+        if not np.isfinite(near).any():  # no window long enough to embed (past the audio's end)
+            return
         t = moments[int(np.nanargmin(near))]
         sides = [(max(a, t - rules.split_side_s), t), (t, min(b, t + rules.split_side_s))]
         before, after = np.asarray(embed_spans(sides), dtype=np.float64)
