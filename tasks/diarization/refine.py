@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RefineRules:
-    """When an island is embedded and when it moves (the first four from :class:`DiarizationParams`)."""
+    """When an island is split, embedded and moved (the first six from :class:`DiarizationParams`)."""
 
     min_island_s: float
     """Islands shorter than this are too short for a reliable embedding: never moved."""
@@ -42,16 +42,16 @@ class RefineRules:
     """Cosine distance by which the other speaker must be nearer than the island's own speaker."""
     max_distance: float
     """…and the other speaker at most this far (the clustering threshold)."""
+    split_distance: float
+    """Split an island where its two sides' embeddings are at least this far apart (cosine). Above 1: off."""
+    split_min_s: float
+    """Islands (and sides of a split) shorter than this are not split."""
     sliver_s: float = 0.25
     """Pieces of another label shorter than this inside an island belong to the island."""
     join_gap_s: float = 0.2
     """Two pieces of one label less than this apart are one island (a longer pause may be a change of voice)."""
     rounds: int = 2
     """Centroids are recomputed after each round of moves."""
-    split_distance: float = 2.0
-    """Split an island where its two sides' embeddings are at least this far apart (cosine). Above 1: off."""
-    split_min_s: float = 3.0
-    """Islands (and sides of a split) shorter than this are not split."""
     split_window_s: float = 1.5
     """Seconds embedded on each side of a candidate moment."""
     split_hop_s: float = 0.5
