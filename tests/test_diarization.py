@@ -267,5 +267,6 @@ def test_params_switch_to_the_long_file_values_at_long_file_s():
     short, long = DEFAULT_PARAMS.for_duration(DEFAULT_PARAMS.long_file_s - 1), \
         DEFAULT_PARAMS.for_duration(DEFAULT_PARAMS.long_file_s)
     assert short == DEFAULT_PARAMS
-    assert (long.segmentation_step, long.embedding_stride, long.split_distance) == (
-        DEFAULT_PARAMS.long_segmentation_step, DEFAULT_PARAMS.long_embedding_stride, DEFAULT_PARAMS.long_split_distance)
+    assert (long.segmentation_step, long.embedding_stride, long.split_distance, long.regroup_min_turns) == (
+        DEFAULT_PARAMS.long_segmentation_step, DEFAULT_PARAMS.long_embedding_stride, DEFAULT_PARAMS.long_split_distance,
+        DEFAULT_PARAMS.long_regroup_min_turns)

@@ -21,6 +21,7 @@ from tasks.diarization.refine import (
     islands,
     join_fresh,
     plan_moves,
+    regroup,
 )
 from tasks.evaluation import diarization_scores, read_rttm
 from tasks.result import Turn
@@ -110,6 +111,25 @@ def test_a_fresh_label_joins_the_nearest_speaker_its_own_included_or_stays_new()
     assert capped[-1].new_distance > RULES.max_distance
 
 
+def test_a_speaker_whose_turns_are_two_voices_is_parted_in_two():
+    a, c = unit(1, 0, 0), unit(0, 0, 1)
+    found = [Island(0, 5, "A"), Island(6, 8, "A"), Island(9, 14, "B"), Island(15, 16.5, "A"), Island(17, 22, "A"),
+             Island(23, 24.5, "A"), Island(25, 26, "B")]
+    embeddings = {0: a, 1: unit(1, 0.1, 0), 2: unit(0, 1, 0), 3: unit(0.1, 0, 1), 4: unit(1, 0, 0.1), 5: c}
+    parted = regroup(found, embeddings, [], RULES)
+    assert [(m.start, m.old, m.new, m.kind) for m in parted] == [(15, "A", "A~1", "regroup"),
+                                                                 (23, "A", "A~1", "regroup")]
+    assert all(m.own_distance > RULES.max_distance for m in parted)
+    # labels follow the moves made before; one odd turn alone, a hint's room of 0 or the rule off part nothing
+    moved = [Move(23, 24.5, "A", "B", 0.9, 0.3)]
+    assert regroup(found, embeddings, moved, RULES) == []
+    assert regroup(found, embeddings, [], RULES, room=0) == []
+    assert regroup(found, embeddings, [], dataclasses.replace(RULES, regroup_min_turns=0)) == []
+    # two groups are needed that each hold 2 s of speech: 1.5 s + 1.5 s is enough, 1.5 s + 0.4 s is not
+    short = [*found[:5], Island(23, 23.4, "A"), found[6]]
+    assert regroup(short, embeddings, [], RULES) == []
+
+
 @pytest.fixture(scope="module")
 def four_voices(tmp_path_factory, corpus) -> Path:
     """Four voices in four recording conditions, whole utterances one after another (exact RTTM)."""
@@ -159,3 +179,26 @@ def test_a_turn_holding_two_far_field_voices_is_split_between_them(corpus, tiny_
     der_before = diarization_scores(reference, no_split.turns, collar=0.25)["der"]
     der_after = diarization_scores(reference, split.turns, collar=0.25)["der"]
     assert der_after <= der_before - 0.05, (der_before, der_after)
+
+
+def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(four_voices, tiny_settings):
+    """Diane (the pyannote sample's other telephone voice: 12.7–14.5 s and 32.3–33.7 s) has no 10-s window of
+    her own: the clustering gives her turns to Sheila. Her two whole turns are near each other and far from
+    Sheila's, so Sheila's speaker is parted and Diane gets one of her own."""
+    waveform = audio.decode(four_voices)
+    reference = read_rttm(four_voices.with_suffix(".rttm"))
+    off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, regroup_min_turns=0))
+    on = diarize(waveform, tiny_settings)
+    diane = [t for t in reference if t.speaker == "diane"]
+    sheila = [t for t in reference if t.speaker == "sheila"]
+
+    def speakers(turns: list[Turn], ref: list[Turn]) -> set[str]:
+        return {t.speaker for r in ref for t in turns
+                if min(t.end, r.end) - max(t.start, r.start) > 0.5 * (r.end - r.start)}
+
+    assert off.regrouped_turns == 0 and speakers(off.turns, diane) <= speakers(off.turns, sheila)  # the failure
+    assert on.regrouped_turns >= 2 and len(on.speakers) == 4
+    assert len(speakers(on.turns, diane)) == 1 and speakers(on.turns, diane).isdisjoint(speakers(on.turns, sheila))
+    der_off = diarization_scores(reference, off.turns, collar=0.25)["der"]
+    der_on = diarization_scores(reference, on.turns, collar=0.25)["der"]
+    assert der_on <= der_off - 0.03, (der_off, der_on)

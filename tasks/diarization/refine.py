@@ -60,12 +60,17 @@ class RefineRules:
     """At most this much of each side, next to the moment, is embedded to decide a split."""
     split_depth: int = 2
     """A side of a split is split again at most this many times over."""
+    regroup_min_turns: int = 0
+    """A speaker is parted when its turns fall into two groups of at least this many turns (0: never)."""
+    regroup_min_s: float = 2.0
+    """…each group holding at least this much speech."""
 
     @classmethod
     def of(cls, params: DiarizationParams) -> RefineRules:
         return cls(min_island_s=params.refine_min_island_s, max_embed_s=params.refine_max_embed_s,
                    margin=params.refine_margin, max_distance=params.clustering_threshold,
-                   split_distance=params.split_distance, split_min_s=params.split_min_s)
+                   split_distance=params.split_distance, split_min_s=params.split_min_s,
+                   regroup_min_turns=params.regroup_min_turns)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,8 @@ class Move:
     new_distance: float
     kind: str = "move"
     """``move`` (:func:`plan_moves`), ``split`` (:func:`find_splits`: ``own_distance`` is the two sides'
-    distance) or ``join`` (:func:`join_fresh`)."""
+    distance), ``join`` (:func:`join_fresh`) or ``regroup`` (:func:`regroup`: ``own_distance`` is the
+    groups' average-linkage distance)."""
 
     @property
     def undoes_split(self) -> bool:
@@ -235,6 +241,53 @@ def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: Re
         if not moved:
             break
     return [m for i, m in sorted(moves.items()) if m.old != labels[i] and m.new == labels[i]]
+
+
+def regroup(found: list[Island], embeddings: dict[int, np.ndarray], moves: list[Move], rules: RefineRules,
+            room: int | None = None) -> list[Move]:
+    """Speakers whose whole turns fall apart into two voices, parted: each speaker's embedded islands (its
+    labels after ``moves``) are clustered again, average linkage on cosine distance cut at ``max_distance``
+    (the clustering's own threshold); when two groups or more hold ``regroup_min_turns`` islands and
+    ``regroup_min_s`` of speech each, every such group but the longest becomes a new speaker
+    ``<speaker>~<n>``. At most ``room`` new speakers (a caller's hint), longest groups first. Pure: no audio.
+
+    pyannote clusters 10-s windows, and a window holding two voices one after the other often gives both one
+    local speaker: a voice heard only in short turns next to others then has no window of its own and joins
+    a neighbour's cluster (docs/benchmarks.md, "A speaker whose turns are two voices")."""
+    if rules.regroup_min_turns < 1:
+        return []
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    labels = {i: found[i].speaker for i in embeddings}
+    by_span = {(m.start, m.end): m.new for m in moves}
+    for i in labels:
+        labels[i] = by_span.get((found[i].start, found[i].end), labels[i])
+    candidates: list[tuple[float, float, str, list[int]]] = []
+    for speaker in sorted(set(labels.values())):
+        members = [i for i in sorted(labels) if labels[i] == speaker]
+        if len(members) < 2 * rules.regroup_min_turns:
+            continue
+        vectors = np.stack([embeddings[i] for i in members])
+        tree = linkage(vectors, method="average", metric="cosine")
+        groups: dict[int, list[int]] = {}
+        for i, k in zip(members, fcluster(tree, rules.max_distance, criterion="distance")):
+            groups.setdefault(int(k), []).append(i)
+        kept = sorted((g for g in groups.values() if len(g) >= rules.regroup_min_turns
+                       and sum(found[i].duration for i in g) >= rules.regroup_min_s),
+                      key=lambda g: -sum(found[i].duration for i in g))
+        for g in kept[1:]:
+            rest = [i for i in members if i not in g]
+            apart = float(np.mean(1.0 - vectors[[members.index(i) for i in g]] @ np.stack(
+                [embeddings[i] for i in rest]).T))
+            candidates.append((sum(found[i].duration for i in g), apart, speaker, g))
+    candidates.sort(key=lambda c: -c[0])
+    if room is not None:
+        candidates = candidates[:max(0, room)]
+    out: list[Move] = []
+    for n, (_, apart, speaker, group) in enumerate(candidates, 1):
+        out += [Move(found[i].start, found[i].end, speaker, f"{speaker}~{n}", round(apart, 3), 0.0, "regroup")
+                for i in group]
+    return sorted(out, key=lambda m: m.start)
 
 
 def embed_islands(found: list[Island], audio: np.ndarray, embed: Embed, rules: RefineRules) -> dict[int, np.ndarray]:
