@@ -100,7 +100,7 @@ class DiarizationParams:
     """Second look, last: a speaker whose whole turns fall into groups farther apart than
     ``clustering_threshold`` (average linkage) is parted when two groups hold at least this many turns (and 2 s
     of speech) each; 0: off (:func:`tasks.diarization.refine.regroup`). Measured (docs/benchmarks.md): the
-    built four-voice file's DER 0.063 → 0.012 (the fourth voice found); no change on the eight AMI excerpts,
+    built four-voice file's DER 0.063 → 0.011 (the fourth voice found); no change on the eight AMI excerpts,
     the pyannote sample, the three-voice file and 20 held-out 2-minute pieces of the two 20-min meetings."""
     long_regroup_min_turns: int = 0
     """``regroup_min_turns`` of long files: off. Measured at 2: the dense 20-min meeting's DER 0.251 → 0.287

@@ -97,7 +97,7 @@ class Move:
     kind: str = "move"
     """``move`` (:func:`plan_moves`), ``split`` (:func:`find_splits`: ``own_distance`` is the two sides'
     distance), ``join`` (:func:`join_fresh`) or ``regroup`` (:func:`regroup`: ``own_distance`` is the
-    groups' average-linkage distance)."""
+    group's mean cosine distance to its speaker's other turns)."""
 
     @property
     def undoes_split(self) -> bool:
