@@ -136,13 +136,19 @@ def four_voices(tmp_path_factory, corpus) -> Path:
     return bench_common().build_multispeaker("four_voices", tmp_path_factory.mktemp("built"))
 
 
-def test_second_look_gives_a_voice_its_own_turns_back(four_voices, tiny_settings):
+@pytest.fixture(scope="module")
+def four_voices_diarized(four_voices, tiny_settings):
+    """The four-voice file diarized with the defaults, once for the tests that need it."""
+    return diarize(audio.decode(four_voices), tiny_settings)
+
+
+def test_second_look_gives_a_voice_its_own_turns_back(four_voices, four_voices_diarized, tiny_settings):
     """Sheila's second turn (42.8–49.3 s) follows LJ Speech after a 0.4 s pause: the windows hold both and the
     clustering gives it LJ's label; embedded whole, it goes back to Sheila's first turn (14.9–18.3 s)."""
     waveform = audio.decode(four_voices)
     reference = read_rttm(four_voices.with_suffix(".rttm"))
     off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, refine_margin=2.0))
-    on = diarize(waveform, tiny_settings)
+    on = four_voices_diarized
     der_off = diarization_scores(reference, off.turns, collar=0.25)["der"]
     der_on = diarization_scores(reference, on.turns, collar=0.25)["der"]
     assert off.moved_turns == 0 and on.moved_turns >= 1
@@ -181,14 +187,15 @@ def test_a_turn_holding_two_far_field_voices_is_split_between_them(corpus, tiny_
     assert der_after <= der_before - 0.05, (der_before, der_after)
 
 
-def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(four_voices, tiny_settings):
+def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(four_voices, four_voices_diarized,
+                                                                          tiny_settings):
     """Diane (the pyannote sample's other telephone voice: 12.7–14.5 s and 32.3–33.7 s) has no 10-s window of
     her own: the clustering gives her turns to Sheila. Her two whole turns are near each other and far from
     Sheila's, so Sheila's speaker is parted and Diane gets one of her own."""
     waveform = audio.decode(four_voices)
     reference = read_rttm(four_voices.with_suffix(".rttm"))
     off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, regroup_min_turns=0))
-    on = diarize(waveform, tiny_settings)
+    on = four_voices_diarized
     diane = [t for t in reference if t.speaker == "diane"]
     sheila = [t for t in reference if t.speaker == "sheila"]
 

@@ -262,24 +262,25 @@ def regroup(found: list[Island], embeddings: dict[int, np.ndarray], moves: list[
     by_span = {(m.start, m.end): m.new for m in moves}
     for i in labels:
         labels[i] = by_span.get((found[i].start, found[i].end), labels[i])
+
+    def seconds(group: list[int]) -> float:
+        return sum(found[i].duration for i in group)
+
     candidates: list[tuple[float, float, str, list[int]]] = []
     for speaker in sorted(set(labels.values())):
         members = [i for i in sorted(labels) if labels[i] == speaker]
         if len(members) < 2 * rules.regroup_min_turns:
             continue
-        vectors = np.stack([embeddings[i] for i in members])
-        tree = linkage(vectors, method="average", metric="cosine")
+        tree = linkage(np.stack([embeddings[i] for i in members]), method="average", metric="cosine")
         groups: dict[int, list[int]] = {}
         for i, k in zip(members, fcluster(tree, rules.max_distance, criterion="distance")):
             groups.setdefault(int(k), []).append(i)
         kept = sorted((g for g in groups.values() if len(g) >= rules.regroup_min_turns
-                       and sum(found[i].duration for i in g) >= rules.regroup_min_s),
-                      key=lambda g: -sum(found[i].duration for i in g))
-        for g in kept[1:]:
-            rest = [i for i in members if i not in g]
-            apart = float(np.mean(1.0 - vectors[[members.index(i) for i in g]] @ np.stack(
-                [embeddings[i] for i in rest]).T))
-            candidates.append((sum(found[i].duration for i in g), apart, speaker, g))
+                       and seconds(g) >= rules.regroup_min_s), key=seconds, reverse=True)
+        for g in kept[1:]:  # every group but the longest
+            inside = np.stack([embeddings[i] for i in g])
+            rest = np.stack([embeddings[i] for i in members if i not in g])
+            candidates.append((seconds(g), float(np.mean(1.0 - inside @ rest.T)), speaker, g))
     candidates.sort(key=lambda c: -c[0])
     if room is not None:
         candidates = candidates[:max(0, room)]
