@@ -225,6 +225,10 @@ REDECODE_PAD_S = 0.25
 REDECODE_QUIET_S = 5.0
 """Silence the encoder sees after a re-decoded window's audio, at least: with less (tiny.en, 10.5 s of audio in
 11.5 s) the decoder ran on past the speech, repeating its last sentence."""
+LOOP_WORDS = 4
+"""A clip whose decoded words hold the same run of this many words twice is taken for a decoder loop (a
+packed window of three voices made tiny.en repeat "and so my fellow Americans" around another clip's words):
+it is decoded again on its own. Natural repeats of three words ("can do for you" / "can do for your") pass."""
 
 
 def span_speech(span: Span, regions: list[dict[str, int]]) -> list[Interval]:
@@ -302,12 +306,16 @@ def redecode_gaps(
     with _file_vad(packed):  # a packed window holds at most all the clips
         by_clip = _collect(clips, decode(sum(b - a for a, b in clips), vad_filter=True))
     speech = span_speech(span, regions)
-    alone = [c for c in clips if _still_uncovered(c, speech, by_clip[c], options.redecode_min_s)]
+    looped = [c for c in clips if _loops(by_clip[c])]
+    if looped:
+        log.info("%d re-decoded clip(s) repeat a run of %d words when packed: decoded on their own", len(looped),
+                 LOOP_WORDS)
+    alone = [c for c in clips if c in looped or _still_uncovered(c, speech, by_clip[c], options.redecode_min_s)]
     if alone:
         again = _collect(alone, decode(max(b - a for a, b in alone), vad_filter=False, clip_timestamps=[
             {"start": a - span.start, "end": b - span.start} for a, b in alone]))
         for clip in alone:
-            if _word_count(again[clip]) > _word_count(by_clip[clip]):
+            if _better(again[clip], by_clip[clip]):
                 by_clip[clip] = again[clip]
     records = [{"start": a, "end": b, "words": _word_count(by_clip[(a, b)]), "alone": (a, b) in alone}
                for a, b in clips]
@@ -342,6 +350,24 @@ def _encoder_context(seconds: float) -> Iterator[None]:
 
 def _word_count(segments: list[Segment]) -> int:
     return sum(len(s.words) for s in segments)
+
+
+def _loops(segments: list[Segment]) -> bool:
+    """Whether the words hold one run of ``LOOP_WORDS`` words twice, not overlapping (case and punctuation
+    aside): the decoder looping, not speech."""
+    words = ["".join(ch for ch in w.text.casefold() if ch.isalnum()) for s in segments for w in s.words]
+    first: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - LOOP_WORDS + 1):
+        run = tuple(words[i:i + LOOP_WORDS])
+        if first.setdefault(run, i) <= i - LOOP_WORDS:
+            return True
+    return False
+
+
+def _better(alone: list[Segment], packed: list[Segment]) -> bool:
+    """Whether a clip's words decoded on its own replace its packed ones: words that do not loop over words
+    that do, then more words over fewer; never no words over some."""
+    return bool(alone) and (not _loops(alone), _word_count(alone)) > (not _loops(packed), _word_count(packed))
 
 
 def _still_uncovered(clip: Interval, speech: list[Interval], found: list[Segment], min_s: float) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from tasks.chunking import Span
 from tasks.coverage import coverage, uncovered, union
 from tasks.result import ChunkResult, Segment, Word
-from tasks.transcription import _interleave, _without_stretched, redecode_windows
+from tasks.transcription import _better, _interleave, _loops, _without_stretched, redecode_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +100,25 @@ def test_recovered_words_go_between_the_batched_words_in_time_order():
     assert [s.text for s in merged] == ["For process,", "Well, there.", "of"]
     # a clip that found nothing leaves the batched words alone
     assert [w.text for s in _without_stretched([batched], []) for w in s.words] == [w.text for w in batched.words]
+
+
+def test_a_clip_whose_words_loop_is_replaced_by_its_own_decoding():
+    def seg(text: str) -> list[Segment]:
+        words = [word(i, i + 0.5, " " + t) for i, t in enumerate(text.split())]
+        return [Segment.of_words(words)] if words else []
+
+    looped = seg("and so my fellow Americans The invention and so my fellow Americans")  # tiny.en, packed window
+    alone = seg("And so my fellow Americans.")
+    assert _loops(looped) and not _loops(alone)
+    jfk = seg("ask not what your country can do for you, ask what you can do for your country.")
+    assert not _loops(jfk)  # three words said twice are speech
+    assert _loops(seg("I don't know what. I DON'T KNOW what"))  # case and punctuation aside
+    assert not _loops(seg("one two three four one two three"))
+    assert _better(alone, looped)  # fewer words that do not loop beat more that do
+    assert not _better(seg(""), looped)  # never nothing over something
+    assert _better(seg("a b c d e"), seg("a b c"))
+    assert not _better(seg("a b c"), seg("a b c"))  # ties keep the packed words
+    assert not _better(seg("w x y z w x y z q"), seg("a b"))
 
 
 def test_a_chunk_keeps_what_was_decoded_again_through_its_checkpoint(tmp_path):
