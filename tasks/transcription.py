@@ -355,7 +355,8 @@ def _word_count(segments: list[Segment]) -> int:
 def _loops(segments: list[Segment]) -> bool:
     """Whether the words hold one run of ``LOOP_WORDS`` words twice, not overlapping (case and punctuation
     aside): the decoder looping, not speech."""
-    words = ["".join(ch for ch in w.text.casefold() if ch.isalnum()) for s in segments for w in s.words]
+    spelled = ("".join(ch for ch in w.text.casefold() if ch.isalnum()) for s in segments for w in s.words)
+    words = [w for w in spelled if w]  # a lone punctuation mark is not a word
     first: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - LOOP_WORDS + 1):
         run = tuple(words[i:i + LOOP_WORDS])

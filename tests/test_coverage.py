@@ -114,6 +114,7 @@ def test_a_clip_whose_words_loop_is_replaced_by_its_own_decoding():
     assert not _loops(jfk)  # three words said twice are speech
     assert _loops(seg("I don't know what. I DON'T KNOW what"))  # case and punctuation aside
     assert not _loops(seg("one two three four one two three"))
+    assert not _loops(seg("a - - - - b - - - - c"))  # punctuation marks are not words
     assert _better(alone, looped)  # fewer words that do not loop beat more that do
     assert not _better(seg(""), looped)  # never nothing over something
     assert _better(seg("a b c d e"), seg("a b c"))
