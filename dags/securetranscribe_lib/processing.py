@@ -172,7 +172,11 @@ def build_processing_dag(dag_id: str, *, priority_weight: int, description: str,
             return metrics_stage(Workspace.for_run(Settings.from_env().work, context["run_id"]),
                                  **_attempt(context))
 
-        @task(trigger_rule="all_done", retries=3, outlets=[TRANSCRIPTS_ALIAS], doc_md=DOCS["finalize"] + "\n\nA "
+        # inlets: declared so the DAG processor registers the asset when it parses this DAG. Through the alias
+        # alone Airflow creates it at the first event, and two finalize tasks ending at once on a fresh
+        # deployment raced on that insert (UNIQUE constraint asset.name, asset.uri): one run failed.
+        @task(trigger_rule="all_done", retries=3, inlets=[TRANSCRIPTS], outlets=[TRANSCRIPTS_ALIAS],
+              doc_md=DOCS["finalize"] + "\n\nA "
               "quarantined file fails this run visibly, with the reason (also the run's note). An archived file "
               f"emits an event of the asset `{TRANSCRIPTS_ASSET}` with its run id, file, outputs, language, "
               "duration and speakers.")
