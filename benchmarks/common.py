@@ -189,6 +189,8 @@ class Clip:
     text: str
     start: float = 0.0
     end: float | None = None
+    channel: int | None = None
+    """One channel of a multi-channel file (``speech/stereo_diarization.wav``: one voice per channel)."""
 
 
 def _read_clip(name: str) -> Clip:
@@ -205,7 +207,20 @@ def _sample_clip(speaker: str, start: float, end: float, text: str) -> Clip:
     return Clip(speaker, PYANNOTE_SAMPLE, text, start, end)
 
 
-BUILT_LEVELS_DBFS = {"lj": -20.0, "jfk": -34.0, "sheila": -26.0, "arctic": -30.0, "diane": -23.0}
+STEREO_SPEECH_S = ((0.25, 4.7), (0.25, 2.6))
+"""Where each channel of ``speech/stereo_diarization.wav`` speaks (measured: 0.1-s RMS over its noise floor)."""
+
+
+def _stereo_clip(channel: int) -> Clip:
+    """The voice of one channel of ``speech/stereo_diarization.wav`` (left: a noisy recording)."""
+    side = ("left", "right")[channel]
+    lines = (default_corpus() / "speech/stereo_diarization.txt").read_text(encoding="utf-8").splitlines()
+    text = dict(line.split("\t", 1) for line in lines if "\t" in line)[side].strip()
+    return Clip(side, "speech/stereo_diarization.wav", text, *STEREO_SPEECH_S[channel], channel=channel)
+
+
+BUILT_LEVELS_DBFS = {"lj": -20.0, "jfk": -34.0, "sheila": -26.0, "arctic": -30.0, "diane": -23.0,
+                     "left": -29.0, "right": -21.0}
 """RMS level of each voice in the built files: recording conditions and levels differ on purpose."""
 
 
@@ -230,6 +245,28 @@ def built_files() -> dict[str, tuple[list[Clip], float]]:
     }
 
 
+def held_out_files() -> dict[str, tuple[list[Clip], float]]:
+    """Built files that no setting was chosen on (``held-out``): utterances the tuning files do not use (LJ
+    Speech 0002/0004/0006/0008/0011/0013, Diane's other turns, the two voices of the stereo file), other
+    orders and pauses. Run after a change, they tell whether a gain on ``built`` holds on audio it was not
+    chosen on."""
+    diane_3 = _sample_clip("diane", 17.80, 20.10, "Oh, I'm originally from Chicago also.")
+    diane_4 = _sample_clip("diane", 28.45, 29.99, "Oh, I don't hear that in New Jersey now.")
+    diane_5 = _sample_clip("diane", 10.80, 12.52, "Okay, then I thought you know, I heard a beep.")
+    r, left, right = _read_clip, _stereo_clip(0), _stereo_clip(1)
+    return {
+        "held_out_a": ([left, r("ljspeech_LJ001-0004"), diane_3, right, r("jfk"), r("ljspeech_LJ001-0006"), diane_4,
+                        left, r("ljspeech_LJ001-0011"), right], 0.3),
+        "held_out_b": ([r("jfk"), r("ljspeech_LJ001-0013"), diane_5, r("ljspeech_LJ001-0002"), left,
+                        r("ljspeech_LJ001-0008"), diane_4, r("jfk")], 1.0),
+    }
+
+
+def multispeaker_files() -> dict[str, tuple[list[Clip], float]]:
+    """Every built file by name: the tuning ones (:func:`built_files`) and the held-out ones."""
+    return {**built_files(), **held_out_files()}
+
+
 def clip_audio(clip: Clip) -> Any:
     """The utterance's samples (16 kHz mono float32) at its voice's level."""
     import numpy as np
@@ -237,11 +274,26 @@ def clip_audio(clip: Clip) -> Any:
     from tasks.audio import SAMPLE_RATE, decode
 
     path = pyannote_sample() if clip.path == PYANNOTE_SAMPLE else default_corpus() / clip.path
-    audio = decode(path)
+    audio = decode(path) if clip.channel is None else _channel(path, clip.channel)
     end = len(audio) if clip.end is None else round(clip.end * SAMPLE_RATE)
     piece = np.asarray(audio[round(clip.start * SAMPLE_RATE):end], dtype=np.float32)
     rms = float(np.sqrt(np.mean(piece ** 2))) or 1.0
     return np.clip(piece * (10 ** (BUILT_LEVELS_DBFS[clip.speaker] / 20) / rms), -1.0, 1.0)
+
+
+def _channel(path: Path, channel: int) -> Any:
+    """One channel of a 16-kHz 16-bit WAV file as float32 samples."""
+    import wave
+
+    import numpy as np
+
+    from tasks.audio import SAMPLE_RATE
+
+    with wave.open(str(path)) as w:
+        if w.getframerate() != SAMPLE_RATE or w.getsampwidth() != 2:
+            raise ValueError(f"{path}: a 16-kHz 16-bit WAV file was expected")
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels())
+    return frames[:, channel].astype(np.float32) / 32768.0
 
 
 def build_multispeaker(name: str, out_dir: Path) -> Path:
@@ -252,7 +304,7 @@ def build_multispeaker(name: str, out_dir: Path) -> Path:
 
     from tasks.audio import SAMPLE_RATE
 
-    clips, pause = built_files()[name]
+    clips, pause = multispeaker_files()[name]
     gap = np.zeros(round(pause * SAMPLE_RATE), dtype=np.float32)
     pieces, rttm, stm, t = [gap], [], [], pause
     for clip in clips:
@@ -275,7 +327,7 @@ def build_multispeaker(name: str, out_dir: Path) -> Path:
 
 
 def expand_built(paths: list[str], build_dir: Path | None) -> list[str]:
-    """``built`` and ``long-meeting`` replaced by the files built from the corpus (never committed)."""
+    """``built``, ``held-out`` and ``long-meeting`` replaced by the files built from the corpus (never committed)."""
     import tempfile
 
     where = build_dir or Path(tempfile.mkdtemp(prefix="securetranscribe-built-"))
@@ -283,6 +335,8 @@ def expand_built(paths: list[str], build_dir: Path | None) -> list[str]:
     for p in paths:
         if p == "built":
             out += [str(build_multispeaker(name, where)) for name in built_files()]
+        elif p == "held-out":
+            out += [str(build_multispeaker(name, where)) for name in held_out_files()]
         elif p == "long-meeting":
             if not (where / "long_meeting.wav").is_file():
                 subprocess.run([sys.executable, str(default_corpus() / "make_long.py"), str(where), "--minutes", "20"],

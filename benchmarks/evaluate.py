@@ -20,8 +20,9 @@ has a speaker and no word lies within 0.5 s (words stretched over more than 2 s 
 for bare batched faster-whisper over the whole file and for the pipeline (chunk plan and second pass) in the
 same run, with both transcription times; cpWER of both on files with an STM, and the WER of the same
 utterances transcribed one by one; WER of both on single-speaker files. PATH may be ``built`` (the multi-speaker
-files of ``common.built_files``, built from the corpus into ``--build-dir``) or ``long-meeting`` (the corpus's
-``make_long.py`` meeting, 20 min).
+files of ``common.built_files``, built from the corpus into ``--build-dir``), ``held-out`` (those of
+``common.held_out_files``: other utterances and voices, no setting chosen on them) or ``long-meeting`` (the
+corpus's ``make_long.py`` meeting, 20 min).
 
 Prints a table and writes all numbers, the settings and the machine to a JSON file.
 """
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                         "vs the pipeline (second pass), times, cpWER and one-by-one WER (issue 13 part 1)")
     parser.add_argument("--speech", choices=("diarization", "reference", "vad"), default="diarization",
                         help="--coverage: where the speech is (default: the diarization's turns)")
-    parser.add_argument("--build-dir", type=Path, default=None, help="where 'built' and 'long-meeting' are "
+    parser.add_argument("--build-dir", type=Path, default=None, help="where 'built', 'held-out' and 'long-meeting' are "
                         "written (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "evaluate.json", help="JSON output")
     args = parser.parse_args(argv)
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.settings import Settings
 
     paths = args.paths or [str(default_corpus()), PYANNOTE_SAMPLE]
-    if "built" in paths or "long-meeting" in paths:
+    if {"built", "held-out", "long-meeting"} & set(paths):
         paths = expand_built(paths, args.build_dir)
     items = discover(paths)
     if not items:
