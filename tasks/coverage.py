@@ -55,7 +55,8 @@ def uncovered(speech: Iterable[Interval], words: Iterable[Interval], *, margin_s
 def coverage(speech: Iterable[Interval], words: Iterable[Interval], redecoded: Sequence[dict] = (), *,
              source: str = "diarization", max_word_s: float = MAX_WORD_S) -> dict[str, object]:
     """What the transcript's ``coverage`` says: speech seconds, seconds and stretches without words, and the
-    stretches the second pass decoded again (with the words it found; how many in a window of their own)."""
+    stretches the second pass decoded again (with the words it found; how many in a window of their own, how
+    many were sparse regions: VAD regions with too few words for their length)."""
     merged = union(speech)
     speech_s = sum(e - s for s, e in merged)
     missing = uncovered(merged, words, max_word_s=max_word_s)
@@ -70,4 +71,5 @@ def coverage(speech: Iterable[Interval], words: Iterable[Interval], redecoded: S
         "redecoded_s": round(sum(r["end"] - r["start"] for r in redecoded), 2),
         "redecoded_words": sum(int(r.get("words", 0)) for r in redecoded),
         "redecoded_alone": sum(1 for r in redecoded if r.get("alone")),
+        "redecoded_sparse": sum(1 for r in redecoded if r.get("sparse")),
     }

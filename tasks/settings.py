@@ -103,6 +103,11 @@ class Settings:
     redecode_min_s: float = knob(1.0, output=True, help="Second pass: every stretch of VAD speech of at least this "
                                  "many seconds that the batched pass left without a word is decoded again on its "
                                  "own; 0: off.")
+    redecode_sparse_words_per_s: float = knob(0.75, output=True, help="Second pass: a VAD region of 1.5 s or more "
+                                              "holding fewer words per second than this (a short turn the batched "
+                                              "pass dropped, a neighbour's word aligned over it) is decoded again "
+                                              "too; its words replace the batched ones only when they are more; "
+                                              "0: off.")
     redecode_context_s: float = knob(10.0, output=True, help="Second pass: seconds the encoder sees per re-decoded "
                                      "window, at least (always the window's audio and 5 s of silence after it); "
                                      "shorter is cheaper; 30: Whisper's full window, as the batched pass.")

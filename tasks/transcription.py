@@ -57,6 +57,7 @@ class TranscriptionOptions:
     word_timestamps: bool = True
     multilingual: bool = False
     redecode_min_s: float = 1.0
+    redecode_sparse_words_per_s: float = 0.75
     redecode_context_s: float = 10.0
     region_level_db: float = 6.0
 
@@ -70,6 +71,7 @@ class TranscriptionOptions:
             no_speech_threshold=settings.no_speech_threshold,
             multilingual=settings.multilingual,
             redecode_min_s=settings.redecode_min_s,
+            redecode_sparse_words_per_s=settings.redecode_sparse_words_per_s,
             redecode_context_s=settings.redecode_context_s,
             region_level_db=settings.region_level_db,
         )
@@ -262,6 +264,27 @@ def redecode_windows(span: Span, regions: list[dict[str, int]], segments: list[S
     return [c for c in clips if c[1] - c[0] > 0.1]
 
 
+SPARSE_MIN_S = 1.5
+"""VAD regions shorter than this are never taken for sparse (one or two words can be all there is)."""
+
+
+def sparse_regions(span: Span, regions: list[dict[str, int]], segments: list[Segment], words_per_s: float,
+                   taken: list[Interval] = ()) -> list[Interval]:
+    """VAD regions of ``SPARSE_MIN_S`` or more whose words (by their middle) number fewer than ``words_per_s``
+    per second, not overlapping ``taken``: a short turn between two voices that the batched pass dropped while
+    the alignment put a neighbour's word over it (Diane's 1.5-s turn read "He", the next speaker's first
+    word), which :func:`redecode_windows` cannot see."""
+    if words_per_s <= 0:
+        return []
+    middles = [(w.start + w.end) / 2 for s in segments for w in s.words]
+    out = []
+    for a, b in span_speech(span, regions):
+        if b - a >= SPARSE_MIN_S and sum(a <= m < b for m in middles) < words_per_s * (b - a) \
+                and not any(a < d and c < b for c, d in taken):
+            out.append((round(a, 3), round(b, 3)))
+    return out
+
+
 def _split(start: float, end: float) -> list[Interval]:
     """``[start, end]`` in equal parts of at most ``CLIP_S`` (one VAD region can reach 30 s)."""
     parts = max(1, int(np.ceil((end - start) / CLIP_S - 1e-9)))
@@ -273,23 +296,28 @@ def redecode_gaps(
     model: Any, audio: np.ndarray, span: Span, regions: list[dict[str, int]], segments: list[Segment],
     options: TranscriptionOptions, batch_size: int = 8, language: str | None = None,
 ) -> tuple[list[Segment], list[dict[str, Any]]]:
-    """The second pass: decode again every speech stretch left without words and put its words in.
+    """The second pass: decode again every speech stretch left without words (and every sparse VAD region,
+    :func:`sparse_regions`) and put its words in.
 
     First the clips together, packed by faster-whisper into windows of up to 30 s as the batched pass does
     (one window for a chunk's few seconds of lost speech, instead of a window per clip); then, each in its
     own window, every clip that packing left with ``redecode_min_s`` or more of speech without a word.
     Returns the chunk's segments in time order (a batched segment that a recovered one falls inside is cut
     there; its stretched words inside a clip that found words are replaced by them) and one record per
-    re-decoded clip: ``{"start", "end", "words", "alone"}`` (file seconds, words found, decoded on its own).
+    re-decoded clip: ``{"start", "end", "words", "alone", "sparse"}`` (file seconds, words put in, decoded on
+    its own, a sparse region: its words replaced the batched ones, which were fewer, or are 0 and it kept them).
     """
     ensure_offline()
     from faster_whisper import BatchedInferencePipeline
 
     if not options.word_timestamps or options.redecode_min_s <= 0:
         return segments, []
-    clips = redecode_windows(span, regions, segments, options.redecode_min_s)
+    gaps = redecode_windows(span, regions, segments, options.redecode_min_s)
+    sparse = sparse_regions(span, regions, segments, options.redecode_sparse_words_per_s, gaps)
+    clips = sorted(gaps + sparse)
     if not clips:
         return segments, []
+    batched = _collect(sparse, segments)
     piece = span_audio(audio, span, regions, options.region_level_db)
     common = {"language": language or options.language, "beam_size": options.beam_size,
               "initial_prompt": options.initial_prompt, "hotwords": options.hotwords, "word_timestamps": True,
@@ -310,18 +338,23 @@ def redecode_gaps(
     if looped:
         log.info("%d re-decoded clip(s) repeat a run of %d words when packed: decoded on their own", len(looped),
                  LOOP_WORDS)
-    alone = [c for c in clips if c in looped or _still_uncovered(c, speech, by_clip[c], options.redecode_min_s)]
+    alone = [c for c in clips if c in looped or (c not in batched  # a sparse region is decoded alone only if it loops
+                                                  and _still_uncovered(c, speech, by_clip[c], options.redecode_min_s))]
     if alone:
         again = _collect(alone, decode(max(b - a for a, b in alone), vad_filter=False, clip_timestamps=[
             {"start": a - span.start, "end": b - span.start} for a, b in alone]))
         for clip in alone:
             if _better(again[clip], by_clip[clip]):
                 by_clip[clip] = again[clip]
-    records = [{"start": a, "end": b, "words": _word_count(by_clip[(a, b)]), "alone": (a, b) in alone}
-               for a, b in clips]
+    for clip in sparse:  # the batched words stay unless the new ones are more
+        if _loops(by_clip[clip]) or _word_count(by_clip[clip]) <= _word_count(batched[clip]):
+            by_clip[clip] = []
+    records = [{"start": a, "end": b, "words": _word_count(by_clip[(a, b)]), "alone": (a, b) in alone,
+                "sparse": (a, b) in batched} for a, b in clips]
     recovered = [seg for clip in clips for seg in by_clip[clip]]
     replaced = [(r["start"], r["end"]) for r in records if r["words"]]
-    return _interleave(_without_stretched(segments, replaced), recovered), records
+    kept = _without_stretched(segments, replaced, [c for c in sparse if by_clip[c]])
+    return _interleave(kept, recovered), records
 
 
 @contextmanager
@@ -387,10 +420,13 @@ def _collect(clips: list[Interval], found: list[Segment]) -> dict[Interval, list
     return by_clip
 
 
-def _without_stretched(segments: list[Segment], clips: list[Interval]) -> list[Segment]:
-    """``segments`` less their words longer than ``MAX_WORD_S`` whose middle lies in one of ``clips``."""
+def _without_stretched(segments: list[Segment], clips: list[Interval], replaced: list[Interval] = ()) -> list[Segment]:
+    """``segments`` less their words longer than ``MAX_WORD_S`` whose middle lies in one of ``clips``, and
+    less every word whose middle lies in one of ``replaced`` (sparse regions whose new words replace them)."""
     def gone(w: Word) -> bool:
-        return w.end - w.start > MAX_WORD_S and any(a <= (w.start + w.end) / 2 <= b for a, b in clips)
+        middle = (w.start + w.end) / 2
+        return (w.end - w.start > MAX_WORD_S and any(a <= middle <= b for a, b in clips)) \
+            or any(a <= middle < b for a, b in replaced)
 
     out = []
     for seg in segments:

@@ -12,7 +12,7 @@ import pytest
 from tasks.chunking import Span
 from tasks.coverage import coverage, uncovered, union
 from tasks.result import ChunkResult, Segment, Word
-from tasks.transcription import _better, _interleave, _loops, _without_stretched, redecode_windows
+from tasks.transcription import _better, _interleave, _loops, _without_stretched, redecode_windows, sparse_regions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,12 +61,13 @@ def test_a_word_stretched_over_a_lost_turn_covers_nothing():
 
 def test_coverage_reports_speech_missing_words_and_what_was_decoded_again():
     words = [(0.2 + 0.8 * i, 1.0 + 0.8 * i) for i in range(11)]  # up to 9 s
-    c = coverage([(0, 10), (5, 20)], words, [{"start": 12.0, "end": 14.5, "words": 4}])
+    c = coverage([(0, 10), (5, 20)], words, [{"start": 12.0, "end": 14.5, "words": 4},
+                                            {"start": 16.0, "end": 18.0, "words": 0, "sparse": True}])
     assert c["speech_s"] == 20.0
     assert c["without_words_s"] == pytest.approx(10.5)
     assert c["without_words_ratio"] == pytest.approx(0.525)
     assert c["stretches_without_words"] == [[9.5, 20.0]]
-    assert (c["redecoded"], c["redecoded_s"], c["redecoded_words"]) == (1, 2.5, 4)
+    assert (c["redecoded"], c["redecoded_s"], c["redecoded_words"], c["redecoded_sparse"]) == (2, 4.5, 4, 1)
     assert coverage([], [])["without_words_ratio"] == 0.0
 
 
@@ -100,6 +101,30 @@ def test_recovered_words_go_between_the_batched_words_in_time_order():
     assert [s.text for s in merged] == ["For process,", "Well, there.", "of"]
     # a clip that found nothing leaves the batched words alone
     assert [w.text for s in _without_stretched([batched], []) for w in s.words] == [w.text for w in batched.words]
+
+
+def test_a_sparse_region_is_one_whose_words_are_too_few_for_its_length():
+    """held_out_a: Diane's 1.5-s turn (VAD region 36.05-38.06 s) held only "He", the next speaker's first word
+    aligned over it; no stretch of 1 s is without a word, so only the words' density shows the loss."""
+    span = Span(0, 30.0, 60.0)
+    sr = 16000
+    regions = [{"start": round(a * sr), "end": round(b * sr)} for a, b in
+               [(0.75, 6.05), (6.05, 8.06), (8.06, 13.18), (20.0, 21.0), (21.0, 23.0)]]
+    words = [word(30.75 + 0.4 * i, 31.1 + 0.4 * i) for i in range(13)]  # 13 words in 5.3 s
+    words += [word(37.05, 37.69, " He"), word(37.69, 38.63, " began")]  # "began": its middle is past 38.06
+    words += [word(38.7 + 0.4 * i, 39.0 + 0.4 * i) for i in range(11)]
+    words += [word(51.2, 51.5), word(52.0, 52.4)]  # 2 words in 2 s: not sparse at 0.75 words/s
+    segments = [Segment.of_words(words)]
+    assert sparse_regions(span, regions, segments, 0.75) == [(36.05, 38.06)]
+    assert sparse_regions(span, regions, segments, 0.0) == []  # off
+    assert sparse_regions(span, regions, segments, 0.75, taken=[(37.0, 37.5)]) == []  # a gap's clip has it
+    assert sparse_regions(span, regions, segments, 1.5) == [(36.05, 38.06), (51.0, 53.0)]
+    assert sparse_regions(span, regions[3:4], [], 5.0) == []  # 1 s: too short to tell
+    # when the region's new words are kept, every batched word whose middle is inside it goes
+    kept = _without_stretched(segments, [], [(36.05, 38.06)])
+    assert [w.text for s in kept for w in s.words].count(" He") == 0
+    assert " began" in [w.text for s in kept for w in s.words]
+    assert sum(len(s.words) for s in kept) == len(words) - 1
 
 
 def test_a_clip_whose_words_loop_is_replaced_by_its_own_decoding():
@@ -238,3 +263,36 @@ def test_transcript_records_its_coverage_against_the_diarization(three_voices, t
     from tasks.result import Transcript
 
     assert Transcript.from_json(transcript.to_json()).coverage == c
+
+
+def test_a_turn_hidden_under_a_neighbours_word_is_decoded_again(tmp_path_factory, corpus, tiny_settings):
+    """held_out_a (a built file no setting was chosen on), Whisper base: the batched pass drops Diane's 1.5-s
+    second turn between two other voices and the alignment puts the next speaker's "He" over it, so no second
+    of it is without a word; the sparse-region rule decodes the region again and its words go in."""
+    from tasks.audio import decode
+    from tasks.chunking import make_plan
+    from tasks.evaluation import normalize_text, read_stm, word_errors
+    from tasks.transcription import transcribe_plan
+
+    wav = bench_common().build_multispeaker("held_out_a", tmp_path_factory.mktemp("held_out"))
+    audio = decode(wav)
+    utterances = read_stm(wav.with_suffix(".stm"))
+    turn = [u for u in utterances if u.speaker == "diane"][-1]
+    said = set(normalize_text(turn.text).split())
+    settings = tiny_settings.replace(model="base", diarize=False)
+    plan = make_plan(audio, settings)
+    found = {}
+    for rate in (0.0, settings.redecode_sparse_words_per_s):
+        run = transcribe_plan(audio, plan, settings.replace(redecode_sparse_words_per_s=rate))
+        words = [w for s in run.segments for w in s.words]
+        assert [w.start for w in words] == sorted(w.start for w in words)
+        inside = normalize_text(" ".join(w.text for w in words if turn.start - 0.2 <= (w.start + w.end) / 2
+                                         <= turn.end + 0.2)).split()
+        sparse = [r for c in run.chunks for r in c.redecoded if r.get("sparse")]
+        wer = word_errors(" ".join(u.text for u in utterances), " ".join(s.text for s in run.segments)).rate
+        found[rate] = (inside, sparse, wer)
+    (before, none, wer_before), (after, sparse, wer_after) = found[0.0], found[settings.redecode_sparse_words_per_s]
+    assert not none and len([w for w in before if w in said]) <= 1, before  # base drops the turn here
+    assert sparse and sparse[0]["words"] >= 4 and turn.start - 0.5 < sparse[0]["start"] < turn.end, sparse
+    assert len([w for w in after if w in said]) >= 4, after
+    assert wer_after < wer_before
