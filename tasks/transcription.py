@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,7 +269,7 @@ SPARSE_MIN_S = 1.5
 
 
 def sparse_regions(span: Span, regions: list[dict[str, int]], segments: list[Segment], words_per_s: float,
-                   taken: list[Interval] = ()) -> list[Interval]:
+                   taken: Sequence[Interval] = ()) -> list[Interval]:
     """VAD regions of ``SPARSE_MIN_S`` or more whose words (by their middle) number fewer than ``words_per_s``
     per second, not overlapping ``taken``: a short turn between two voices that the batched pass dropped while
     the alignment put a neighbour's word over it (Diane's 1.5-s turn read "He", the next speaker's first
@@ -420,7 +420,8 @@ def _collect(clips: list[Interval], found: list[Segment]) -> dict[Interval, list
     return by_clip
 
 
-def _without_stretched(segments: list[Segment], clips: list[Interval], replaced: list[Interval] = ()) -> list[Segment]:
+def _without_stretched(segments: list[Segment], clips: list[Interval],
+                       replaced: Sequence[Interval] = ()) -> list[Segment]:
     """``segments`` less their words longer than ``MAX_WORD_S`` whose middle lies in one of ``clips``, and
     less every word whose middle lies in one of ``replaced`` (sparse regions whose new words replace them)."""
     def gone(w: Word) -> bool:
