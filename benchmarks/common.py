@@ -327,16 +327,18 @@ def build_multispeaker(name: str, out_dir: Path) -> Path:
 
 
 def expand_built(paths: list[str], build_dir: Path | None) -> list[str]:
-    """``built``, ``held-out`` and ``long-meeting`` replaced by the files built from the corpus (never committed)."""
+    """``built``, ``held-out`` and ``long-meeting`` replaced by the files built from the corpus (never committed);
+    other paths as they are."""
     import tempfile
 
+    sets = {"built": built_files, "held-out": held_out_files}
+    if not ({*sets, "long-meeting"} & set(paths)):
+        return paths
     where = build_dir or Path(tempfile.mkdtemp(prefix="securetranscribe-built-"))
     out: list[str] = []
     for p in paths:
-        if p == "built":
-            out += [str(build_multispeaker(name, where)) for name in built_files()]
-        elif p == "held-out":
-            out += [str(build_multispeaker(name, where)) for name in held_out_files()]
+        if p in sets:
+            out += [str(build_multispeaker(name, where)) for name in sets[p]()]
         elif p == "long-meeting":
             if not (where / "long_meeting.wav").is_file():
                 subprocess.run([sys.executable, str(default_corpus() / "make_long.py"), str(where), "--minutes", "20"],

@@ -442,9 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.settings import Settings
 
     paths = args.paths or [str(default_corpus()), PYANNOTE_SAMPLE]
-    if {"built", "held-out", "long-meeting"} & set(paths):
-        paths = expand_built(paths, args.build_dir)
-    items = discover(paths)
+    items = discover(expand_built(paths, args.build_dir))
     if not items:
         raise SystemExit("no audio file with a reference (.rttm, .stm or .txt next to it) found")
     settings = Settings.from_env(model=args.model, diarize=not args.no_diarize)
