@@ -270,3 +270,28 @@ def test_params_switch_to_the_long_file_values_at_long_file_s():
     assert (long.segmentation_step, long.embedding_stride, long.split_distance, long.regroup_min_turns) == (
         DEFAULT_PARAMS.long_segmentation_step, DEFAULT_PARAMS.long_embedding_stride, DEFAULT_PARAMS.long_split_distance,
         DEFAULT_PARAMS.long_regroup_min_turns)
+
+
+def test_split_long_turns_cuts_two_voice_turns_of_long_files(tmp_path, corpus, tiny_settings):
+    """Files of 2 minutes or more skip the cut of turns that hold two voices, unless ``split_long_turns``:
+    a 2-min meeting of two AMI excerpts whose turns hold two people (dev01, trñ00), end to end twice."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("dev01", "trñ00"):
+        for ext in ("flac", "rttm"):
+            (src / f"{name}.{ext}").symlink_to(corpus / "ami" / f"{name}.{ext}")
+    subprocess.run([sys.executable, str(corpus / "make_long.py"), str(tmp_path), "--minutes", "2", "--source",
+                    str(src)], check=True, capture_output=True)
+    waveform = audio.decode(tmp_path / "long_meeting.wav")
+    reference = read_rttm(tmp_path / "long_meeting.rttm")
+    assert len(waveform) / 16000 >= DEFAULT_PARAMS.long_file_s
+    off = diarize(waveform, tiny_settings)
+    on = diarize(waveform, tiny_settings.replace(split_long_turns=True))
+    assert off.params["split_distance"] > 1.0 and off.split_turns == 0
+    assert on.params["split_distance"] == DEFAULT_PARAMS.split_distance and on.split_turns >= 1
+    der_off, der_on = (diarization_scores(reference, r.turns, collar=0.25)["der"] for r in (off, on))
+    print(f"2-min dev01+trñ00: DER off {der_off:.3f}, on {der_on:.3f} ({on.split_turns} cut)")
+    assert der_on < der_off, (der_off, der_on)

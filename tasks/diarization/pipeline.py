@@ -75,7 +75,8 @@ class DiarizationParams:
     """``split_distance`` of long files: off. Measured at 0.6 (docs/benchmarks.md): DER of the corpus 20-min
     meeting 0.225 → 0.206 and of the dense one 0.251 → 0.236, but the second look then takes 48 s instead of
     5 s on 2 CPU cores (every window of every turn of 3 s or more is embedded), which breaks the bound on the
-    diarization's time (1.5 × bare transcription). Set it to ``split_distance`` where DER matters more."""
+    diarization's time (1.5 × bare transcription). The setting ``split_long_turns`` sets it to
+    ``split_distance`` where DER matters more."""
     min_speaker_s: float = 0.1
     """A speaker with less speech than this in the whole file is dropped (its moments go to the others
     when words are assigned): pyannote's reconstruction can leave a label with a few milliseconds in
@@ -373,6 +374,8 @@ def diarize(
         "max_speakers": max_speakers if max_speakers is not None else settings.max_speakers,
     }
     attempts: list[Attempt] = []
+    if settings.split_long_turns:
+        params = replace(params, long_split_distance=params.split_distance)
     params = params.for_duration(len(audio) / SAMPLE_RATE)
     state = DiarizationState(device, params.embedding_batch_size, params.segmentation_batch_size)
     while True:
