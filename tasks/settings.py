@@ -145,7 +145,7 @@ class Settings:
     max_speakers: int | None = knob(None, run=True, output=True, minimum=1, help="At most this many speakers.")
     split_long_turns: bool = knob(False, run=True, output=True, help="Files of 2 minutes or more: turns that hold "
                                   "two voices are cut too, as on shorter files (measured on 2 CPU cores: a 20-min "
-                                  "meeting's DER 0.225 → 0.206, its diarization about 50 s longer).")
+                                  "meeting's DER 0.225 → 0.206, its diarization about a minute longer).")
 
     # -- segments -------------------------------------------------------------------------------
     segment_max_gap_s: float = knob(1.0, output=True, help="A pause longer than this between two words ends a "
