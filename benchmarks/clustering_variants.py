@@ -54,10 +54,11 @@ def spectral_labels(embeddings: np.ndarray, pval: float, min_k: int, max_k: int)
 
 
 class CachedClustering:
-    """Wraps a loaded pipeline: segmentations and embeddings cached per waveform, the clustering switchable."""
+    """Wraps a loaded pipeline: segmentations and embeddings cached per waveform, the clustering that of
+    ``variant`` (a dict the caller updates between runs)."""
 
-    def __init__(self, pipeline: Any) -> None:
-        self.variant: dict[str, str] = {}
+    def __init__(self, pipeline: Any, variant: dict[str, str]) -> None:
+        self.variant = variant
         self.cache: dict[tuple, Any] = {}
         get_segmentations, get_embeddings = pipeline.get_segmentations, pipeline.get_embeddings
         clustering = pipeline.clustering
@@ -95,12 +96,9 @@ class CachedClustering:
 
 
 def main() -> None:
-    from pyannote.core import Annotation, Segment, Timeline
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    from tasks.audio import SAMPLE_RATE, decode
-    from tasks.diarization import DEFAULT_PARAMS
-    from tasks.diarization.pipeline import diarize, load_pipeline
+    from tasks.audio import decode
+    from tasks.diarization import pipeline as pipeline_module
+    from tasks.evaluation import diarization_scores, read_rttm, read_uem
     from tasks.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -111,42 +109,32 @@ def main() -> None:
     variants = [parse_variant(DEFAULT)] + [parse_variant(v) for v in args.variant]
     settings = Settings.from_env()
 
-    def read_rttm(path: Path) -> Annotation:
-        ann = Annotation()
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            f = line.split()
-            if f and f[0] == "SPEAKER":
-                ann[Segment(float(f[3]), float(f[3]) + float(f[4])), i] = f[7]
-        return ann
+    current: dict[str, str] = {}
+    wrappers: dict[int, CachedClustering] = {}
+    load = pipeline_module.load_pipeline
 
-    def read_uem(path: Path) -> Timeline | None:
-        if not path.exists():
-            return None
-        return Timeline([Segment(float(f[2]), float(f[3])) for f in map(str.split, path.read_text().splitlines()) if f])
+    def load_wrapped(*args: Any) -> Any:  # whatever pipeline diarize() loads gets the cache and the switch
+        pipeline = load(*args)
+        if id(pipeline) not in wrappers:
+            wrappers[id(pipeline)] = CachedClustering(pipeline, current)
+        return pipeline
 
+    pipeline_module.load_pipeline = load_wrapped
     rows: list[dict[str, Any]] = []
-    wrapped: set[int] = set()
     for path in args.files:
         audio = decode(path)
         reference = read_rttm(path.with_suffix(".rttm"))
-        params = DEFAULT_PARAMS.for_duration(len(audio) / SAMPLE_RATE)
-        pipeline = load_pipeline(str(settings.models_dir), None, "cpu", params)
-        if id(pipeline) not in wrapped:
-            wrapped.add(id(pipeline))
-            pipeline._variants = CachedClustering(pipeline)
         for name, variant in variants:
-            pipeline._variants.variant = variant
+            current.clear()
+            current.update(variant)
             t0 = time.perf_counter()
-            result = diarize(audio, settings)
-            hypothesis = Annotation()
-            for i, t in enumerate(result.turns):
-                hypothesis[Segment(t.start, t.end), i] = t.speaker
-            der = DiarizationErrorRate(collar=0.25)(reference, hypothesis, uem=read_uem(path.with_suffix(".uem")))
-            rows.append({"file": str(path), "variant": name, "settings": variant, "der": round(float(der), 4),
-                         "speakers": len(result.speakers), "reference_speakers": len(reference.labels()),
+            result = pipeline_module.diarize(audio, settings)
+            scores = diarization_scores(reference, result.turns, read_uem(path.with_suffix(".uem")))
+            rows.append({"file": str(path), "variant": name, "settings": variant, "der": round(scores["der"], 4),
+                         "speakers": scores["hyp_speakers"], "reference_speakers": scores["ref_speakers"],
                          "seconds": round(time.perf_counter() - t0, 1)})
-            print(f"{path.parent.name}/{path.stem:14s} {name:14s} DER {der:.3f}  speakers "
-                  f"{len(result.speakers)}/{len(reference.labels())}", flush=True)
+            print(f"{path.parent.name}/{path.stem:14s} {name:14s} DER {scores['der']:.3f}  speakers "
+                  f"{scores['hyp_speakers']}/{scores['ref_speakers']}", flush=True)
     print("\nmean DER per variant:")
     for name, _ in variants:
         print(f"  {name:14s} {np.mean([r['der'] for r in rows if r['variant'] == name]):.4f}")
