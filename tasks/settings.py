@@ -103,7 +103,7 @@ class Settings:
     redecode_min_s: float = knob(1.0, output=True, help="Second pass: every stretch of VAD speech of at least this "
                                  "many seconds that the batched pass left without a word is decoded again on its "
                                  "own; 0: off.")
-    redecode_sparse_words_per_s: float = knob(0.75, output=True, help="Second pass: a VAD region of 1.5 s or more "
+    redecode_sparse_words_per_s: float = knob(1.25, output=True, help="Second pass: a VAD region of 1.5 s or more "
                                               "holding fewer words per second than this (a short turn the batched "
                                               "pass dropped, a neighbour's word aligned over it) is decoded again "
                                               "too; its words replace the batched ones only when they are more; "

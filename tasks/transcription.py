@@ -57,7 +57,7 @@ class TranscriptionOptions:
     word_timestamps: bool = True
     multilingual: bool = False
     redecode_min_s: float = 1.0
-    redecode_sparse_words_per_s: float = 0.75
+    redecode_sparse_words_per_s: float = 1.25
     redecode_context_s: float = 10.0
     region_level_db: float = 6.0
 
