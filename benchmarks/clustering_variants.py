@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from common import machine, write_json
 
-DEFAULT = "default:"
 MAX_SPEAKERS = 20
 """Spectral clustering: the eigengap is looked for among the first this many eigenvalues."""
 
@@ -106,7 +105,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=value,... (repeatable)")
     parser.add_argument("--json", type=Path, default=Path("artifacts/clustering_variants.json"))
     args = parser.parse_args()
-    variants = [parse_variant(DEFAULT)] + [parse_variant(v) for v in args.variant]
+    variants = [("default", {})] + [parse_variant(v) for v in args.variant]
     settings = Settings.from_env()
 
     current: dict[str, str] = {}
