@@ -130,6 +130,23 @@ def test_a_speaker_whose_turns_are_two_voices_is_parted_in_two():
     assert regroup(short, embeddings, [], RULES) == []
 
 
+def test_a_voice_heard_in_one_turn_is_parted_only_when_far_from_every_other_turn_of_its_speaker():
+    a, c = unit(1, 0, 0), unit(0, 0, 1)
+    found = [Island(0, 5, "A"), Island(6, 8, "A"), Island(9, 14, "B"), Island(15, 17.5, "A"), Island(18, 22, "A"),
+             Island(23, 26, "A")]
+    embeddings = {0: a, 1: unit(1, 0.1, 0), 2: unit(0, 1, 0), 3: c, 4: unit(1, 0, 0.1), 5: unit(1, 0.1, 0.1)}
+    parted = regroup(found, embeddings, [], RULES)
+    assert [(m.start, m.old, m.new) for m in parted] == [(15, "A", "A~1")]  # 2.5 s, ~1.0 from A's four others
+    # not when one other turn of A is within lone_distance, nor when the turn is shorter than regroup_min_s
+    near = {**embeddings, 5: unit(1, 0, 0.8)}  # still with A (average linkage), 0.38 from the turn
+    assert 1.0 - float(near[3] @ near[5]) < RULES.lone_distance and regroup(found, near, [], RULES) == []
+    # a speaker of two turns far apart is parted too (one of them becomes a new speaker)
+    two = [Island(0, 5, "A"), Island(9, 14, "B"), Island(15, 17.5, "A")]
+    assert [(m.start, m.new) for m in regroup(two, {0: a, 1: unit(0, 1, 0), 2: c}, [], RULES)] == [(15, "A~1")]
+    assert regroup([*found[:3], Island(15, 16.5, "A"), *found[4:]], embeddings, [], RULES) == []
+    assert regroup(found, embeddings, [], dataclasses.replace(RULES, lone_distance=1.5)) == []
+
+
 @pytest.fixture(scope="module")
 def four_voices(tmp_path_factory, corpus) -> Path:
     """Four voices in four recording conditions, whole utterances one after another (exact RTTM)."""
@@ -209,3 +226,29 @@ def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(four
     der_off = diarization_scores(reference, off.turns, collar=0.25)["der"]
     der_on = diarization_scores(reference, on.turns, collar=0.25)["der"]
     assert der_on <= der_off - 0.03, (der_off, der_on)
+
+
+def test_a_voice_heard_in_one_turn_between_others_becomes_a_speaker(tmp_path_factory, corpus, tiny_settings):
+    """held_out_a (a built file no setting was chosen on): the clustering gives Diane's first turn (10.5–12.8 s,
+    between LJ Speech and another voice) to jfk's speaker, and her second turn is too short and broken up to be
+    embedded, so no group of two turns parts her. Her one whole turn is far from each of jfk's four."""
+    wav = bench_common().build_multispeaker("held_out_a", tmp_path_factory.mktemp("held_out"))
+    waveform = audio.decode(wav)
+    reference = read_rttm(wav.with_suffix(".rttm"))
+    off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, regroup_lone_distance=2.0))
+    on = diarize(waveform, tiny_settings)
+    diane, jfk = ([t for t in reference if t.speaker == name] for name in ("diane", "jfk"))
+
+    def main_speaker(turns: list[Turn], ref: list[Turn]) -> str:
+        held: dict[str, float] = {}
+        for t in turns:
+            for r in ref:
+                held[t.speaker] = held.get(t.speaker, 0.0) + max(0.0, min(t.end, r.end) - max(t.start, r.start))
+        return max(held, key=held.__getitem__)
+
+    assert main_speaker(off.turns, diane[:1]) == main_speaker(off.turns, jfk), "the failure this fixes"
+    assert on.regrouped_turns == 1 and len(on.speakers) == len(off.speakers) + 1
+    assert main_speaker(on.turns, diane[:1]) != main_speaker(on.turns, jfk)
+    der_off = diarization_scores(reference, off.turns, collar=0.25)["der"]
+    der_on = diarization_scores(reference, on.turns, collar=0.25)["der"]
+    assert der_on <= der_off - 0.02, (der_off, der_on)

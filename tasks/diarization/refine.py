@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RefineRules:
-    """When an island is split, embedded and moved (the first six from :class:`DiarizationParams`)."""
+    """When an island is split, embedded and moved (the first seven and ``regroup_min_turns`` from
+    :class:`DiarizationParams`)."""
 
     min_island_s: float
     """Islands shorter than this are too short for a reliable embedding: never moved."""
@@ -46,6 +47,9 @@ class RefineRules:
     """Split an island where its two sides' embeddings are at least this far apart (cosine). Above 1: off."""
     split_min_s: float
     """Islands (and sides of a split) shorter than this are not split."""
+    lone_distance: float
+    """A single turn (of ``regroup_min_s`` or more) is parted too when it is at least this far (cosine) from
+    *every* other turn of its speaker. Above 1: never."""
     sliver_s: float = 0.25
     """Pieces of another label shorter than this inside an island belong to the island."""
     join_gap_s: float = 0.2
@@ -70,7 +74,7 @@ class RefineRules:
         return cls(min_island_s=params.refine_min_island_s, max_embed_s=params.refine_max_embed_s,
                    margin=params.refine_margin, max_distance=params.clustering_threshold,
                    split_distance=params.split_distance, split_min_s=params.split_min_s,
-                   regroup_min_turns=params.regroup_min_turns)
+                   regroup_min_turns=params.regroup_min_turns, lone_distance=params.regroup_lone_distance)
 
 
 @dataclass(frozen=True)
@@ -248,8 +252,9 @@ def regroup(found: list[Island], embeddings: dict[int, np.ndarray], moves: list[
     """Speakers whose whole turns fall apart into two voices, parted: each speaker's embedded islands (its
     labels after ``moves``) are clustered again, average linkage on cosine distance cut at ``max_distance``
     (the clustering's own threshold); when two groups or more hold ``regroup_min_turns`` islands and
-    ``regroup_min_s`` of speech each, every such group but the longest becomes a new speaker
-    ``<speaker>~<n>``. At most ``room`` new speakers (a caller's hint), longest groups first. Pure: no audio.
+    ``regroup_min_s`` of speech each (a group may also be one turn ``lone_distance`` from each of the
+    speaker's others), every such group but the longest becomes a new speaker ``<speaker>~<n>``. At most
+    ``room`` new speakers (a caller's hint), longest groups first. Pure: no audio.
 
     pyannote clusters 10-s windows, and a window holding two voices one after the other often gives both one
     local speaker: a voice heard only in short turns next to others then has no window of its own and joins
@@ -269,14 +274,14 @@ def regroup(found: list[Island], embeddings: dict[int, np.ndarray], moves: list[
     candidates: list[tuple[float, float, str, list[int]]] = []
     for speaker in sorted(set(labels.values())):
         members = [i for i in sorted(labels) if labels[i] == speaker]
-        if len(members) < 2 * rules.regroup_min_turns:
+        if len(members) < 2:
             continue
         tree = linkage(np.stack([embeddings[i] for i in members]), method="average", metric="cosine")
         groups: dict[int, list[int]] = {}
         for i, k in zip(members, fcluster(tree, rules.max_distance, criterion="distance")):
             groups.setdefault(int(k), []).append(i)
-        kept = sorted((g for g in groups.values() if len(g) >= rules.regroup_min_turns
-                       and seconds(g) >= rules.regroup_min_s), key=seconds, reverse=True)
+        kept = sorted((g for g in groups.values() if seconds(g) >= rules.regroup_min_s and (
+            len(g) >= rules.regroup_min_turns or _lone(g, members, embeddings, rules))), key=seconds, reverse=True)
         for g in kept[1:]:  # every group but the longest
             inside = np.stack([embeddings[i] for i in g])
             rest = np.stack([embeddings[i] for i in members if i not in g])
@@ -289,6 +294,14 @@ def regroup(found: list[Island], embeddings: dict[int, np.ndarray], moves: list[
         out += [Move(found[i].start, found[i].end, speaker, f"{speaker}~{n}", round(apart, 3), 0.0, "regroup")
                 for i in group]
     return sorted(out, key=lambda m: m.start)
+
+
+def _lone(group: list[int], members: list[int], embeddings: dict[int, np.ndarray], rules: RefineRules) -> bool:
+    """Whether ``group`` is one turn at least ``lone_distance`` from every other turn of its speaker: a voice
+    heard in a single turn between others (held_out_a's Diane, 0.75–0.89 from each of the four jfk turns it
+    was clustered with; docs/benchmarks.md, "A voice heard in one turn")."""
+    return len(group) == 1 and min(1.0 - float(embeddings[group[0]] @ embeddings[j])
+                                   for j in members if j != group[0]) >= rules.lone_distance
 
 
 def embed_islands(found: list[Island], audio: np.ndarray, embed: Embed, rules: RefineRules) -> dict[int, np.ndarray]:
