@@ -144,7 +144,7 @@ def test_a_voice_heard_in_one_turn_is_parted_only_when_far_from_every_other_turn
     two = [Island(0, 5, "A"), Island(9, 14, "B"), Island(15, 17.5, "A")]
     assert [(m.start, m.new) for m in regroup(two, {0: a, 1: unit(0, 1, 0), 2: c}, [], RULES)] == [(15, "A~1")]
     assert regroup([*found[:3], Island(15, 16.5, "A"), *found[4:]], embeddings, [], RULES) == []
-    assert regroup(found, embeddings, [], dataclasses.replace(RULES, lone_distance=1.5)) == []
+    assert regroup(found, embeddings, [], dataclasses.replace(RULES, lone_distance=2.0)) == []
 
 
 @pytest.fixture(scope="module")

@@ -105,10 +105,10 @@ class DiarizationParams:
     the pyannote sample, the three-voice file and 20 held-out 2-minute pieces of the two 20-min meetings."""
     regroup_lone_distance: float = 0.7
     """Second look, last: a single turn of 2 s or more is parted too when it is at least this far (cosine) from
-    *every* other turn of its speaker (a voice heard in one turn between others); above 1: off. Measured
-    (docs/benchmarks.md, "A voice heard in one turn"): of 33 short files (20 of them held-out 2-minute pieces)
-    it parts a turn in three, each better (held_out_a's DER 0.176 → 0.130: Diane found); the lone turns found
-    at 0.46–0.64 were parts of one voice in four files of five."""
+    *every* other turn of its speaker (a voice heard in one turn between others); 2 or more: off (a cosine
+    distance is at most 2). Measured (docs/benchmarks.md, "A voice heard in one turn"): of 33 short files (20
+    of them held-out 2-minute pieces) it parts a turn in three, each better (held_out_a's DER 0.176 → 0.130:
+    Diane found); parting the lone turns found at 0.46–0.64 made five files of six worse."""
     long_regroup_min_turns: int = 0
     """``regroup_min_turns`` of long files: off. Measured at 2: the dense 20-min meeting's DER 0.251 → 0.287
     (16 turns parted into 2 new speakers), the corpus meeting's 0.225 → 0.225."""

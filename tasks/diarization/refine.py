@@ -49,7 +49,7 @@ class RefineRules:
     """Islands (and sides of a split) shorter than this are not split."""
     lone_distance: float
     """A single turn (of ``regroup_min_s`` or more) is parted too when it is at least this far (cosine) from
-    *every* other turn of its speaker. Above 1: never."""
+    *every* other turn of its speaker. 2 or more (the largest cosine distance): never."""
     sliver_s: float = 0.25
     """Pieces of another label shorter than this inside an island belong to the island."""
     join_gap_s: float = 0.2
