@@ -56,7 +56,15 @@ def securetranscribe_inbox() -> None:
         skip_when_already_exists=True,
         wait_for_completion=False,
         openlineage_inject_parent_info=False,
-        doc_md="Start one securetranscribe_process run per claimed file (idempotent per run id).",
+        # The file is claimed already: keep trying for about ten minutes. A host that stalls for a minute
+        # makes the dag-processor time out parsing and deactivate securetranscribe_process until its next
+        # parse (404 "Dag not found" for ~30 s, seen in CI); three tries in 15 s left the claims stranded.
+        retries=6,
+        retry_delay=timedelta(seconds=10),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=5),
+        doc_md="Start one securetranscribe_process run per claimed file (idempotent per run id; retried for "
+               "about ten minutes, as the target DAG can be briefly unknown while it is parsed again).",
     ).expand_kwargs(claim_files(files.output))
 
 

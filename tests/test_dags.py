@@ -41,6 +41,16 @@ def test_gpu_tasks_use_the_gpu_pool_queue_and_retry(dagbag):
     assert finalize.trigger_rule == "all_done"
 
 
+def test_starting_a_claimed_files_run_outlasts_a_minute_of_target_dag_reparsing(dagbag):
+    """The inbox has moved the file into its work folder before ``start_runs``: a target DAG that is briefly
+    unknown (deactivated after a stalled parse) must not strand it. The retries' delays add up to minutes."""
+    start = dagbag.dags["securetranscribe_inbox"].get_task("start_runs")
+    base = start.retry_delay.total_seconds()
+    cap = start.max_retry_delay.total_seconds()
+    waits = [min(cap, base * start.retry_exponential_backoff ** k) for k in range(start.retries)]
+    assert start.retries >= 5 and sum(waits) >= 300, waits
+
+
 def test_processing_dag_shape(dagbag):
     dag = dagbag.dags["securetranscribe_process"]
     order = ["claim", "probe", "plan", "transcribe", "merge", "export", "metrics", "finalize"]
