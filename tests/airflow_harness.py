@@ -99,6 +99,25 @@ class Airflow:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=500")[
             "task_instances"]
 
+    def explain(self, dag_id: str, runs: list[dict[str, Any]], lines: int = 25) -> str:
+        """For an assertion message: each run's state, its task instances' states and tries, and the last
+        ``lines`` lines of every try of a task that did not succeed (and of the scheduler's log)."""
+        out = []
+        for run in runs:
+            out.append(f"run {run['dag_run_id']}: {run['state']}")
+            for ti in self.task_instances(dag_id, run["dag_run_id"]):
+                name = ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else "")
+                out.append(f"  {name}: {ti['state']} (try {ti.get('try_number')})")
+                if ti["state"] in ("success", "skipped"):
+                    continue
+                folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run['dag_run_id']}" / \
+                    f"task_id={ti['task_id']}"
+                for log in sorted(folder.rglob("attempt=*.log")):
+                    tail = log.read_text(errors="replace").splitlines()[-lines:]
+                    out.append(f"  --- {log.relative_to(folder)} ---\n    " + "\n    ".join(tail))
+        out.append(self.tail(lines))
+        return "\n".join(out)
+
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
         if run_id:
