@@ -250,7 +250,8 @@ def diarize_stage(ws: Workspace, settings: Settings | None = None, *, hooks: Sta
             rec.add_attempts(result.attempts)
             rec.update(detail={"speakers": len(result.speakers), "steps": result.timings,
                                "embeddings": result.embeddings, "moved_turns": result.moved_turns,
-                               "split_turns": result.split_turns, "regrouped_turns": result.regrouped_turns})
+                               "split_turns": result.split_turns, "regrouped_turns": result.regrouped_turns,
+                               "flicker_stretches": result.flicker_stretches})
         atomic_write_json(ws.diarization_file, data)
     return {"speakers": len(data["speakers"]), "enabled": data["enabled"]}
 
