@@ -13,6 +13,7 @@ from tasks import audio
 from tasks.diarization import diarize
 from tasks.diarization.pipeline import DEFAULT_PARAMS
 from tasks.diarization.refine import (
+    Flicker,
     Island,
     Move,
     RefineRules,
@@ -158,7 +159,10 @@ def test_a_stretch_of_short_pieces_of_two_labels_between_pauses_is_a_flicker():
                  Turn(8.4, 8.8, "A"), Turn(8.8, 9.2, "B"),  # 0.8 s: too short to embed
                  Turn(9.6, 10.0, "C"), Turn(10.0, 11.2, "B"),  # a piece of 1 s or more: an island, not a flicker
                  Turn(11.6, 12.2, "C"), Turn(12.25, 12.9, "C")]  # one label: nothing undecided
-    assert flickers(exclusive, RULES) == [Island(3.4, 4.9, "A+B")]
+    assert flickers(exclusive, RULES) == [Flicker(3.4, 4.9, "A | B", ("A", "B"))]
+    # labels the second look made (a split's fresh "A+1", a parted "A~1") are kept whole
+    fresh = [Turn(0.0, 0.6, "A+1"), Turn(0.6, 1.2, "B~1")]
+    assert [f.labels for f in flickers(fresh, RULES)] == [("A+1", "B~1")]
 
 
 def test_a_flicker_goes_whole_to_a_clearly_nearest_speaker():
@@ -167,7 +171,7 @@ def test_a_flicker_goes_whole_to_a_clearly_nearest_speaker():
     parted = [Move(18, 20, "A", "A~1", 0.9, 0.0, "regroup")]  # the third voice, parted before
     labels = final_labels(found, embeddings, parted)
     assert labels == {0: "A", 1: "A", 2: "B", 3: "A~1"}
-    stretch = [Island(21.0, 22.5, "A+B")]
+    stretch = [Flicker(21.0, 22.5, "A | B", ("A", "B"))]
     rules = dataclasses.replace(RULES, flicker_margin=0.1)
     moves = give_flickers(stretch, {0: unit(0.2, 0.3, 1)}, found, embeddings, labels, rules)
     assert [(m.old, m.new, m.kind) for m in moves] == [("A", "A~1", "flicker"), ("B", "A~1", "flicker")]

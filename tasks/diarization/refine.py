@@ -367,19 +367,26 @@ def final_labels(found: list[Island], embeddings: dict[int, np.ndarray], moves: 
     return {i: by_span.get((found[i].start, found[i].end), found[i].speaker) for i in embeddings}
 
 
-def flickers(exclusive: list[Turn], rules: RefineRules) -> list[Island]:
+@dataclass(frozen=True)
+class Flicker(Island):
+    """A stretch of short pieces of several labels (:func:`flickers`); ``speaker`` names them for the log."""
+
+    labels: tuple[str, ...] = ()
+
+
+def flickers(exclusive: list[Turn], rules: RefineRules) -> list[Flicker]:
     """Stretches of speech between two pauses (``join_gap_s`` or longer) made only of pieces shorter than
     ``min_island_s`` of two labels or more, and ``min_island_s`` long or more: one turn the segmentation
     could not decide, too broken for any of its pieces to be an island (held_out_a's Diane: seven pieces of
-    0.02–0.44 s alternating between two other speakers' labels). ``speaker`` lists the labels, ``+``-joined."""
-    out: list[Island] = []
+    0.02–0.44 s alternating between two other speakers' labels)."""
+    out: list[Flicker] = []
     run: list[Turn] = []
 
     def close() -> None:
         labels = sorted({t.speaker for t in run})
         if len(labels) >= 2 and all(t.end - t.start < rules.min_island_s for t in run) \
                 and run[-1].end - run[0].start >= rules.min_island_s:
-            out.append(Island(run[0].start, max(t.end for t in run), "+".join(labels)))
+            out.append(Flicker(run[0].start, max(t.end for t in run), " | ".join(labels), tuple(labels)))
 
     for t in sorted(exclusive, key=lambda t: t.start):
         if run and t.start - max(p.end for p in run) >= rules.join_gap_s:
@@ -391,7 +398,7 @@ def flickers(exclusive: list[Turn], rules: RefineRules) -> list[Island]:
     return out
 
 
-def give_flickers(stretches: list[Island], vectors: dict[int, np.ndarray], found: list[Island],
+def give_flickers(stretches: list[Flicker], vectors: dict[int, np.ndarray], found: list[Island],
                   embeddings: dict[int, np.ndarray], labels: dict[int, str], rules: RefineRules) -> list[Move]:
     """Each flicker stretch (``vectors``: its unit embedding, by index in ``stretches``) given whole to the
     speaker whose islands' centroid (``labels``: their speakers now) is nearest when every other speaker is
@@ -413,5 +420,5 @@ def give_flickers(stretches: list[Island], vectors: dict[int, np.ndarray], found
         if near[best] + rules.flicker_margin > near[second]:
             continue
         out += [Move(stretch.start, stretch.end, s, best, round(near.get(s, 2.0), 3), round(near[best], 3),
-                     "flicker") for s in stretch.speaker.split("+") if s != best]
+                     "flicker") for s in stretch.labels if s != best]
     return out
