@@ -4,6 +4,7 @@ speaker is given to that speaker. Logic on hand-made embeddings, then the real m
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from tasks import audio
 from tasks.diarization import diarize
-from tasks.diarization.pipeline import DEFAULT_PARAMS
+from tasks.diarization.pipeline import DEFAULT_PARAMS, Diarization
 from tasks.diarization.refine import (
     Flicker,
     Island,
@@ -187,41 +188,42 @@ def test_a_flicker_goes_whole_to_a_clearly_nearest_speaker():
     assert apply_moves(turns, moves, RULES) == [Turn(18, 20, "A~1"), Turn(21.0, 22.5, "A~1")]
 
 
-@pytest.fixture(scope="module")
-def four_voices(tmp_path_factory, corpus) -> Path:
-    """Four voices in four recording conditions, whole utterances one after another (exact RTTM)."""
-    return bench_common().build_multispeaker("four_voices", tmp_path_factory.mktemp("built"))
+def main_speaker(turns: list[Turn], ref: Turn) -> str:
+    """The speaker of most of a reference turn, as words are assigned."""
+    return assign_speakers([Word(ref.start, ref.end, "")], turns)[0].speaker
 
 
 @pytest.fixture(scope="module")
-def four_voices_diarized(four_voices, tiny_settings):
-    """The four-voice file diarized with the defaults, once for the tests that need it."""
-    return diarize(audio.decode(four_voices), tiny_settings)
+def built(tmp_path_factory, corpus, tiny_settings) -> Callable[[str], tuple[Path, Diarization]]:
+    """Built multi-speaker files (whole utterances one after another, exact RTTM; four_voices: four voices in
+    four recording conditions, held_out_a: five, no setting chosen on it), each built and diarized with the
+    defaults once: name → (file, diarization)."""
+    done: dict[str, tuple[Path, Diarization]] = {}
+
+    def get(name: str) -> tuple[Path, Diarization]:
+        if name not in done:
+            path = bench_common().build_multispeaker(name, tmp_path_factory.mktemp(name))
+            done[name] = path, diarize(audio.decode(path), tiny_settings)
+        return done[name]
+
+    return get
 
 
-def test_second_look_gives_a_voice_its_own_turns_back(four_voices, four_voices_diarized, tiny_settings):
+def test_second_look_gives_a_voice_its_own_turns_back(built, tiny_settings):
     """Sheila's second turn (42.8–49.3 s) follows LJ Speech after a 0.4 s pause: the windows hold both and the
     clustering gives it LJ's label; embedded whole, it goes back to Sheila's first turn (14.9–18.3 s)."""
+    four_voices, on = built("four_voices")
     waveform = audio.decode(four_voices)
     reference = read_rttm(four_voices.with_suffix(".rttm"))
     off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, refine_margin=2.0))
-    on = four_voices_diarized
     der_off = diarization_scores(reference, off.turns, collar=0.25)["der"]
     der_on = diarization_scores(reference, on.turns, collar=0.25)["der"]
     assert off.moved_turns == 0 and on.moved_turns >= 1
     assert der_on <= der_off - 0.05, (der_off, der_on)
-
-    def main_speaker(turns: list[Turn], start: float, end: float) -> str:
-        talk: dict[str, float] = {}
-        for t in turns:
-            talk[t.speaker] = talk.get(t.speaker, 0.0) + max(0.0, min(end, t.end) - max(start, t.start))
-        return max(talk, key=lambda s: talk[s])
-
     sheila = [t for t in reference if t.speaker == "sheila"]
     lj = [t for t in reference if t.speaker == "lj"]
-    assert main_speaker(on.turns, sheila[0].start, sheila[0].end) == main_speaker(on.turns, sheila[1].start,
-                                                                                    sheila[1].end)
-    assert main_speaker(on.turns, sheila[1].start, sheila[1].end) != main_speaker(on.turns, lj[-1].start, lj[-1].end)
+    assert main_speaker(on.turns, sheila[0]) == main_speaker(on.turns, sheila[1])
+    assert main_speaker(on.turns, sheila[1]) != main_speaker(on.turns, lj[-1])
 
 
 def test_a_turn_holding_two_far_field_voices_is_split_between_them(corpus, tiny_settings):
@@ -244,15 +246,14 @@ def test_a_turn_holding_two_far_field_voices_is_split_between_them(corpus, tiny_
     assert der_after <= der_before - 0.05, (der_before, der_after)
 
 
-def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(four_voices, four_voices_diarized,
-                                                                          tiny_settings):
+def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(built, tiny_settings):
     """Diane (the pyannote sample's other telephone voice: 12.7–14.5 s and 32.3–33.7 s) has no 10-s window of
     her own: the clustering gives her turns to Sheila. Her two whole turns are near each other and far from
     Sheila's, so Sheila's speaker is parted and Diane gets one of her own."""
+    four_voices, on = built("four_voices")
     waveform = audio.decode(four_voices)
     reference = read_rttm(four_voices.with_suffix(".rttm"))
     off = diarize(waveform, tiny_settings, params=dataclasses.replace(DEFAULT_PARAMS, regroup_min_turns=0))
-    on = four_voices_diarized
     diane = [t for t in reference if t.speaker == "diane"]
     sheila = [t for t in reference if t.speaker == "sheila"]
 
@@ -268,31 +269,14 @@ def test_a_voice_heard_only_in_short_turns_next_to_others_becomes_a_speaker(four
     assert der_on <= der_off - 0.03, (der_off, der_on)
 
 
-@pytest.fixture(scope="module")
-def held_out_a(tmp_path_factory, corpus) -> Path:
-    """A built file no setting was chosen on: five voices, whole utterances (exact RTTM)."""
-    return bench_common().build_multispeaker("held_out_a", tmp_path_factory.mktemp("held_out"))
-
-
-@pytest.fixture(scope="module")
-def held_out_a_diarized(held_out_a, tiny_settings):
-    return diarize(audio.decode(held_out_a), tiny_settings)
-
-
-def main_speaker(turns: list[Turn], ref: Turn) -> str:
-    """The speaker of most of a reference turn, as words are assigned."""
-    return assign_speakers([Word(ref.start, ref.end, "")], turns)[0].speaker
-
-
-def test_a_voice_heard_in_one_turn_between_others_becomes_a_speaker(held_out_a, held_out_a_diarized,
-                                                                     tiny_settings):
+def test_a_voice_heard_in_one_turn_between_others_becomes_a_speaker(built, tiny_settings):
     """held_out_a: the clustering gives Diane's first turn (10.5–12.8 s, between LJ Speech and another voice)
     to jfk's speaker, and her second turn is too short and broken up to be embedded, so no group of two turns
     parts her. Her one whole turn is far from each of jfk's four."""
+    held_out_a, on = built("held_out_a")
     reference = read_rttm(held_out_a.with_suffix(".rttm"))
     off = diarize(audio.decode(held_out_a), tiny_settings,
                   params=dataclasses.replace(DEFAULT_PARAMS, regroup_lone_distance=2.0))
-    on = held_out_a_diarized
     diane, jfk = (next(t for t in reference if t.speaker == name) for name in ("diane", "jfk"))  # first turns
     assert main_speaker(off.turns, diane) == main_speaker(off.turns, jfk), "the failure this fixes"
     assert on.regrouped_turns == 1 and len(on.speakers) == len(off.speakers) + 1
@@ -302,14 +286,13 @@ def test_a_voice_heard_in_one_turn_between_others_becomes_a_speaker(held_out_a, 
     assert der_on <= der_off - 0.02, (der_off, der_on)
 
 
-def test_a_turn_the_segmentation_could_not_decide_goes_to_its_speaker(held_out_a, held_out_a_diarized,
-                                                                      tiny_settings):
+def test_a_turn_the_segmentation_could_not_decide_goes_to_its_speaker(built, tiny_settings):
     """held_out_a: Diane's second turn (33.0–34.5 s) comes out of the segmentation as seven pieces of 0.02–0.44 s
     alternating between two other speakers' labels; embedded whole it is clearly nearest her own speaker."""
+    held_out_a, on = built("held_out_a")
     reference = read_rttm(held_out_a.with_suffix(".rttm"))
     off = diarize(audio.decode(held_out_a), tiny_settings,
                   params=dataclasses.replace(DEFAULT_PARAMS, flicker_margin=2.0))
-    on = held_out_a_diarized
     first, second = [t for t in reference if t.speaker == "diane"][:2]
     assert main_speaker(off.turns, second) != main_speaker(off.turns, first), "the failure this fixes"
     assert off.flicker_stretches == 0 and on.flicker_stretches >= 1
