@@ -311,10 +311,7 @@ def diarization_scores(reference: list[Turn], hypothesis: list[Turn],
         warnings.filterwarnings("ignore", message=".*'uem' was approximated.*")
         der_metric = DiarizationErrorRate(collar=collar)
         der = der_metric(ref, hyp, uem=timeline, detailed=True)
-        # no hypothesis speaker: pyannote averages an empty list (NaN, a RuntimeWarning); every reference
-        # speaker is entirely missed, so the JER is 1 (0 when the reference is empty too)
-        jer = JaccardErrorRate(collar=collar)(ref, hyp, uem=timeline) if hyp.labels() else \
-            float(bool(ref.labels()))
+        jer = JaccardErrorRate(collar=collar)(ref, hyp, uem=timeline)
     total = der["total"] or 1.0
     return {
         "der": float(der["diarization error rate"]),
