@@ -512,7 +512,7 @@ def second_look(audio: np.ndarray, turns: list[Turn], exclusive: list[Turn], mod
         log.info("diarization: %.2f–%.2f s parted from %s as %s (average cosine distance to its other turns %.2f)",
                  m.start, m.end, m.old, m.new, m.own_distance)
     turns, exclusive = _moved(turns, exclusive, parted, rules)
-    stretches = refine.flickers(exclusive, rules) if rules.flicker_margin < 2.0 else []
+    stretches = refine.flickers(exclusive, rules)
     flicked = refine.give_flickers(stretches, refine.embed_islands(stretches, audio, embed, rules), found,
                                    embeddings, refine.final_labels(found, embeddings, moves + parted), rules)
     for m in flicked:

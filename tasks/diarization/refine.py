@@ -219,16 +219,24 @@ def join_fresh(found: list[Island], embeddings: dict[int, np.ndarray], fresh: se
     return moves
 
 
+def _speaker_sums(found: list[Island], embeddings: dict[int, np.ndarray], labels: dict[int, str],
+                  rules: RefineRules) -> dict[str, np.ndarray]:
+    """Each speaker's islands' embeddings summed, weighted by the seconds embedded (a centroid's direction)."""
+    sums: dict[str, np.ndarray] = {}
+    for i, e in embeddings.items():
+        sums[labels[i]] = sums.get(labels[i], 0) + min(found[i].duration, rules.max_embed_s) * e
+    return sums
+
+
 def plan_moves(found: list[Island], embeddings: dict[int, np.ndarray], rules: RefineRules) -> list[Move]:
     """The moves, given unit embeddings of some islands (index in ``found`` → vector). Pure: no audio."""
     labels = {i: found[i].speaker for i in embeddings}
     weight = {i: min(found[i].duration, rules.max_embed_s) for i in embeddings}
     moves: dict[int, Move] = {}
     for _ in range(rules.rounds):
-        sums: dict[str, np.ndarray] = {}
+        sums = _speaker_sums(found, embeddings, labels, rules)
         counts: dict[str, int] = {}
-        for i, e in embeddings.items():
-            sums[labels[i]] = sums.get(labels[i], 0) + weight[i] * e
+        for i in embeddings:
             counts[labels[i]] = counts.get(labels[i], 0) + 1
         moved = False
         for i, e in embeddings.items():
@@ -268,10 +276,7 @@ def regroup(found: list[Island], embeddings: dict[int, np.ndarray], moves: list[
         return []
     from scipy.cluster.hierarchy import fcluster, linkage
 
-    labels = {i: found[i].speaker for i in embeddings}
-    by_span = {(m.start, m.end): m.new for m in moves}
-    for i in labels:
-        labels[i] = by_span.get((found[i].start, found[i].end), labels[i])
+    labels = final_labels(found, embeddings, moves)
 
     def seconds(group: list[int]) -> float:
         return sum(found[i].duration for i in group)
@@ -378,21 +383,25 @@ def flickers(exclusive: list[Turn], rules: RefineRules) -> list[Flicker]:
     """Stretches of speech between two pauses (``join_gap_s`` or longer) made only of pieces shorter than
     ``min_island_s`` of two labels or more, and ``min_island_s`` long or more: one turn the segmentation
     could not decide, too broken for any of its pieces to be an island (held_out_a's Diane: seven pieces of
-    0.02–0.44 s alternating between two other speakers' labels)."""
+    0.02–0.44 s alternating between two other speakers' labels). None when the rule is off."""
     out: list[Flicker] = []
+    if rules.flicker_margin >= 2.0:
+        return out
     run: list[Turn] = []
+    end = 0.0
 
     def close() -> None:
         labels = sorted({t.speaker for t in run})
         if len(labels) >= 2 and all(t.end - t.start < rules.min_island_s for t in run) \
-                and run[-1].end - run[0].start >= rules.min_island_s:
-            out.append(Flicker(run[0].start, max(t.end for t in run), " | ".join(labels), tuple(labels)))
+                and end - run[0].start >= rules.min_island_s:
+            out.append(Flicker(run[0].start, end, " | ".join(labels), tuple(labels)))
 
     for t in sorted(exclusive, key=lambda t: t.start):
-        if run and t.start - max(p.end for p in run) >= rules.join_gap_s:
+        if run and t.start - end >= rules.join_gap_s:
             close()
             run = []
         run.append(t)
+        end = max(end, t.end) if len(run) > 1 else t.end
     if run:
         close()
     return out
@@ -407,9 +416,7 @@ def give_flickers(stretches: list[Flicker], vectors: dict[int, np.ndarray], foun
     hers, 0.85–1.13 from the others). Pure: no audio."""
     if rules.flicker_margin >= 2.0:
         return []
-    sums: dict[str, np.ndarray] = {}
-    for i, e in embeddings.items():
-        sums[labels[i]] = sums.get(labels[i], 0) + min(found[i].duration, rules.max_embed_s) * e
+    sums = _speaker_sums(found, embeddings, labels, rules)
     out: list[Move] = []
     for k, v in vectors.items():
         stretch = stretches[k]
