@@ -61,6 +61,8 @@ def main() -> int:
     rows = []
     for name in expand_built(args.paths, args.build_dir):
         path = Path(name)
+        if not path.with_suffix(".stm").is_file():
+            raise SystemExit(f"{path}: no .stm reference beside it (the WER needs one)")
         row = {"file": path.name, "text_only": _run(path, settings, False), "timestamps": _run(path, settings, True)}
         rows.append(row)
         print(f"{path.name:20s} WER text-only {row['text_only']['wer']:.3f} ({row['text_only']['seconds']:.1f} s)"
