@@ -16,16 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import expand_built, machine, write_json
 
 from tasks.audio import decode
-from tasks.chunking import make_plan
+from tasks.chunking import ChunkPlan, make_plan
 from tasks.evaluation import read_stm, word_errors
 from tasks.settings import Settings
 from tasks.transcription import transcribe_plan
 
 
-def _run(path: Path, settings: Settings, timestamps: bool) -> dict[str, Any]:
+def _run(audio: np.ndarray, plan: ChunkPlan, reference: str, settings: Settings, timestamps: bool) -> dict[str, Any]:
     from faster_whisper import BatchedInferencePipeline
 
     original = BatchedInferencePipeline.transcribe
@@ -34,8 +35,6 @@ def _run(path: Path, settings: Settings, timestamps: bool) -> dict[str, Any]:
         kwargs.setdefault("without_timestamps", False)
         return original(self, *args, **kwargs)
 
-    audio = decode(path)
-    plan = make_plan(audio, settings)
     if timestamps:
         BatchedInferencePipeline.transcribe = with_timestamps  # type: ignore[method-assign]
     try:
@@ -44,7 +43,6 @@ def _run(path: Path, settings: Settings, timestamps: bool) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
     finally:
         BatchedInferencePipeline.transcribe = original  # type: ignore[method-assign]
-    reference = " ".join(u.text for u in read_stm(path.with_suffix(".stm")))
     text = " ".join(s.text for s in run.segments)
     return {"wer": round(word_errors(reference, text).rate, 4), "seconds": round(seconds, 2),
             "segments": len(run.segments), "text": text}
@@ -63,7 +61,11 @@ def main() -> int:
         path = Path(name)
         if not path.with_suffix(".stm").is_file():
             raise SystemExit(f"{path}: no .stm reference beside it (the WER needs one)")
-        row = {"file": path.name, "text_only": _run(path, settings, False), "timestamps": _run(path, settings, True)}
+        audio = decode(path)  # decoded and planned once; both runs get the same plan
+        plan = make_plan(audio, settings)
+        reference = " ".join(u.text for u in read_stm(path.with_suffix(".stm")))
+        row = {"file": path.name, **{name: _run(audio, plan, reference, settings, timestamps)
+                                     for name, timestamps in (("text_only", False), ("timestamps", True))}}
         rows.append(row)
         print(f"{path.name:20s} WER text-only {row['text_only']['wer']:.3f} ({row['text_only']['seconds']:.1f} s)"
               f"  timestamps {row['timestamps']['wer']:.3f} ({row['timestamps']['seconds']:.1f} s)", flush=True)

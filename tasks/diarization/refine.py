@@ -195,17 +195,13 @@ def join_fresh(found: list[Island], embeddings: dict[int, np.ndarray], fresh: se
     while the speakers number fewer than ``max_speakers`` (a caller's hint); past it, it joins the nearest
     one whatever the distance. Pure: no audio."""
     labels = {i: found[i].speaker for i in embeddings}
-    weight = {i: min(found[i].duration, rules.max_embed_s) for i in embeddings}
     room = len(found) if max_speakers is None else max_speakers - len({x.speaker for x in found} - fresh)
     moves: list[Move] = []
     for i in sorted((i for i in embeddings if labels[i] in fresh), key=lambda i: found[i].duration):
         own, e = labels[i], embeddings[i]
         if sum(1 for j in labels if labels[j] == own) > 1:
             continue
-        sums: dict[str, np.ndarray] = {}
-        for j, v in embeddings.items():
-            if j != i:
-                sums[labels[j]] = sums.get(labels[j], 0) + weight[j] * v
+        sums = _speaker_sums(found, {j: v for j, v in embeddings.items() if j != i}, labels, rules)
         if not sums:
             continue
         others = {s: 1.0 - float(e @ _unit(v)) for s, v in sums.items()}
